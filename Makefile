@@ -1,0 +1,40 @@
+# Two commands for a fresh machine:
+#   make serve   set up (venv, packages) and serve the shipped model on http://127.0.0.1:8000
+#   make test    set up (venv, packages with training extras) and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup setup-serve serve test lint data train evaluate export clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+setup-serve: $(PY)
+	$(PIP) install -q -e .
+
+setup: $(PY)
+	$(PIP) install -q -e '.[train,dev]'
+
+serve: setup-serve
+	$(PY) -m uvicorn service.app:app --host $(HOST) --port $(PORT)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+data: setup
+	$(PY) -m model.data build sprites --preview docs/sprites-preview.png
+
+train: setup
+	$(PY) -m model.train --out runs/sprites --max-minutes 88
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,72 @@
+"""Dataclasses for the model's dimensions (saved in every checkpoint) and training options."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class ModelConfig:
+    """What it takes to rebuild the graph. Travels with the weights."""
+
+    arch: str = "dsvae"  # "dsvae" (LSTM prior p(z_t|z_<t)) or "unordered" (Helminger: p(z|f))
+    posterior: str = "factorised"  # q(z_t|x_t) or "full": q(z_1:T|x_1:T, f)
+    frame_size: int = 64
+    channels: int = 3
+    seq_len: int = 8  # training length; any T works at inference
+    appearance_dim: int = 32  # F: size of the appearance code f
+    motion_dim: int = 16  # Z: size of each motion code z_t
+    width: int = 32  # channels of the first conv layer; doubles per layer
+    hidden: int = 256  # frame feature and recurrent state size
+    appearance_width: int = 64  # channels of the bag-of-patches appearance encoder
+    appearance_train_frames: int = 4  # frames f is pooled from in a training step (speed)
+    unordered_frames: int = 3  # frames pooled into f by the unordered architecture
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("dsvae", "unordered"):
+            raise ValueError(f"arch must be 'dsvae' or 'unordered', not {self.arch!r}")
+        if self.posterior not in ("factorised", "full"):
+            raise ValueError(f"posterior must be 'factorised' or 'full', not {self.posterior!r}")
+        if self.frame_size != 64:
+            raise ValueError("only 64x64 frames are supported")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms; a weight of 0 switches a term off."""
+
+    beta_appearance: float = 1.0  # KL(q(f|x) || N(0, I))
+    beta_motion: float = 1.0  # KL(q(z|x) || p(z))
+    static_consistency: float = 1.0  # S3VAE triplet on f (shuffled positive, other clip negative)
+    triplet_margin: float = 1.0
+    dynamic_prediction: float = 1.0  # S3VAE head on z_t predicting the flow-grid cell
+    mutual_information: float = 1.0  # S3VAE MI(f; z_t) penalty, minibatch-weighted sampling
+    kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "sprites"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch_size: int = 32
+    lr: float = 1e-3
+    epochs: int = 30
+    max_minutes: float = 0.0  # 0: no time budget
+    colour_augment: bool = True  # the motion encoder sees randomly recoloured clips
+    bf16: bool = True  # CPU autocast to bfloat16 where the CPU has AMX/AVX512-BF16
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    subset: int = 0  # 0: the whole training split; else the first N clips (for tests)
+    out: str = "runs/sprites"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

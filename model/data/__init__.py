@@ -1,0 +1,1 @@
+"""Data sets: Sprites (the benchmark), Stochastic Moving MNIST, and folders of user videos."""

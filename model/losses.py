@@ -1,0 +1,67 @@
+"""Loss terms: the ELBO (reconstruction, KL of f, KL of z against its prior) and the three
+S3VAE self-supervision terms (static consistency, dynamic factor prediction, mutual information).
+
+Every term is a scalar averaged over the batch (summed over pixels, frames and latent dims).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from model.vae import gaussian_log_density
+
+
+def reconstruction(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Sum of squared errors per clip: recon, video (B, T, 3, H, W)."""
+    return ((recon - video) ** 2).flatten(1).sum(-1).mean()
+
+
+def kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, var) || N(0, I)) per clip: mean, logvar (B, D)."""
+    return (0.5 * (mean**2 + logvar.exp() - 1 - logvar)).sum(-1).mean()
+
+
+def kl_gaussians(
+    mean: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor, prior_logvar: torch.Tensor
+) -> torch.Tensor:
+    """KL(q || p) for diagonal Gaussians, summed over frames and dims: (B, T, Z) each."""
+    kl = 0.5 * (
+        prior_logvar - logvar + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp() - 1
+    )
+    return kl.flatten(1).sum(-1).mean()
+
+
+def static_consistency(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Triplet loss on appearance codes (B, F): the shuffled clip close, another clip far."""
+    return F.triplet_margin_loss(anchor, positive, negative, margin=margin)
+
+
+def dynamic_prediction(flow_logits: torch.Tensor, flow_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the z_t head against flow-grid labels (B, T); -1 is ignored."""
+    return F.cross_entropy(flow_logits.flatten(0, 1), flow_labels.flatten(), ignore_index=-1)
+
+
+def mutual_information(
+    f: torch.Tensor, f_mean: torch.Tensor, f_logvar: torch.Tensor,
+    z: torch.Tensor, z_mean: torch.Tensor, z_logvar: torch.Tensor, dataset_size: int,
+) -> torch.Tensor:
+    """I(f; z_t) estimated by minibatch-weighted sampling (Chen et al. 2018), averaged over t.
+
+    f, f_mean, f_logvar: (B, F); z, z_mean, z_logvar: (B, T, Z).
+    log q(f_i) ~ logsumexp_j log q(f_i | x_j) - log(B * N), and likewise for z_t and (f, z_t).
+    """
+    b = f.shape[0]
+    log_norm = math.log(b * dataset_size)
+    # (B, B): row i scored under clip j's posterior
+    log_qf = gaussian_log_density(f[:, None], f_mean[None], f_logvar[None]).sum(-1)
+    # (B, B, T)
+    log_qz = gaussian_log_density(z[:, None], z_mean[None], z_logvar[None]).sum(-1)
+    log_f = torch.logsumexp(log_qf, 1) - log_norm  # (B,)
+    log_z = torch.logsumexp(log_qz, 1) - log_norm  # (B, T)
+    log_fz = torch.logsumexp(log_qf[..., None] + log_qz, 1) - log_norm  # (B, T)
+    return (log_fz - log_f[:, None] - log_z).mean()

@@ -1,0 +1,240 @@
+"""Train the sequential VAE: python -m model.train --out runs/sprites [--resume] [--max-minutes 120]
+
+Reads top to bottom: options, data, model and optimiser, (resume), one loop with a progress bar,
+and at the end of every epoch a checkpoint, the loss curves and image grids of reconstructions
+and swaps. The final weights are written as safetensors with the config in their metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import losses
+from model.checkpoint import save_model
+from model.config import LossConfig, ModelConfig, TrainConfig
+from model.data.registry import load_training_data
+from model.images import save_curves, save_grid, swap_grid
+from model.vae import SequentialVAE
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    p = argparse.ArgumentParser(description="Train vdis's sequential VAE.")
+    p.add_argument("--dataset", default="sprites", help="sprites | mmnist | folder:PATH")
+    p.add_argument("--arch", default="dsvae", choices=["dsvae", "unordered"])
+    p.add_argument("--posterior", default="factorised", choices=["factorised", "full"])
+    p.add_argument("--appearance-dim", type=int, default=32)
+    p.add_argument("--motion-dim", type=int, default=16)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this budget")
+    for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
+                 "mutual_information"):
+        p.add_argument("--" + name.replace("_", "-"), type=float,
+                       default=getattr(LossConfig(), name))
+    p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
+    p.add_argument("--no-colour-augment", action="store_true")
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--subset", type=int, default=0, help="train on the first N clips only")
+    p.add_argument("--out", default="runs/sprites")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    a = p.parse_args(argv)
+    model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
+                        motion_dim=a.motion_dim, width=a.width, hidden=a.hidden)
+    loss = LossConfig(
+        beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
+        static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
+        mutual_information=a.mutual_information, kl_warmup_steps=a.kl_warmup_steps)
+    cfg = TrainConfig(
+        dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
+        epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
+        bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out)
+    return cfg, a.resume
+
+
+def colour_augment(video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Recolour each clip at random (channel permutation and gains): (B, T, 3, H, W).
+
+    The motion encoder only ever sees recoloured clips, so colours (most of a character's
+    appearance) cannot be carried by the motion codes and must come from f.
+    """
+    b = video.shape[0]
+    perms = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])  # (B, 3)
+    out = torch.gather(video, 2, perms[:, None, :, None, None].expand_as(video))
+    gains = 0.6 + 0.8 * torch.rand(b, 1, 3, 1, 1, generator=generator)
+    return (out * gains).clamp(0, 1)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torch.Tensor,
+                   flow: torch.Tensor | None, cfg: TrainConfig, kl_scale: float,
+                   dataset_size: int) -> dict[str, torch.Tensor]:
+    lc = cfg.loss
+    out = model(video, motion_input)
+    terms = {
+        "recon": losses.reconstruction(out["recon"].float(), video),
+        "kl_f": losses.kl_standard_normal(out["f_mean"].float(), out["f_logvar"].float()),
+        "kl_z": losses.kl_gaussians(out["z_mean"].float(), out["z_logvar"].float(),
+                                    out["prior_mean"].float(), out["prior_logvar"].float()),
+    }
+    total = terms["recon"] + kl_scale * (lc.beta_appearance * terms["kl_f"]
+                                         + lc.beta_motion * terms["kl_z"])
+    if lc.static_consistency > 0:
+        shuffled = video[:, torch.randperm(video.shape[1])]
+        positive, _ = model.encode_appearance(shuffled)
+        anchor = out["f_mean"]
+        terms["triplet"] = losses.static_consistency(
+            anchor.float(), positive.float(), anchor.roll(1, 0).float(), lc.triplet_margin)
+        total = total + lc.static_consistency * terms["triplet"]
+    if lc.dynamic_prediction > 0 and flow is not None:
+        terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
+        total = total + lc.dynamic_prediction * terms["flow"]
+    if lc.mutual_information > 0:
+        terms["mi"] = losses.mutual_information(
+            out["f"].float(), out["f_mean"].float(), out["f_logvar"].float(),
+            out["z"].float(), out["z_mean"].float(), out["z_logvar"].float(), dataset_size)
+        total = total + lc.mutual_information * terms["mi"]
+    terms["loss"] = total
+    return terms
+
+
+def to_tensor(clips: np.ndarray) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, T, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 1, 4, 2, 3).float() / 255.0
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, resume = parse_args(argv)
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    # ---- data: uint8 clips in RAM, flow labels for the dynamic prediction term
+    data = load_training_data(cfg.dataset, subset=cfg.subset,
+                              flow=cfg.loss.dynamic_prediction > 0)
+    n = len(data.videos)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    preview = to_tensor(data.preview)  # fixed clips for the image grids
+
+    # ---- model, optimiser, schedule (linear warm-up, cosine decay to 5%)
+    model = SequentialVAE(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / 200)
+        progress = min(1.0, step / max(1, total_steps))
+        if cfg.max_minutes:  # with a time budget the schedule ends when the budget does
+            elapsed = budget_used + time.time() - started
+            progress = max(progress, min(1.0, elapsed / (cfg.max_minutes * 60)))
+        return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    start_epoch, step, history, budget_used = 0, 0, [], 0.0
+    if resume and (out_dir / "last.pt").exists():
+        state = torch.load(out_dir / "last.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        budget_used = float(state.get("seconds", 0.0))
+        history = json.loads((out_dir / "history.json").read_text())
+        print(f"resumed from epoch {start_epoch}, step {step}")
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    use_bf16 = cfg.bf16 and device.type == "cpu"
+    started = time.time()
+    log = open(out_dir / "log.csv", "a", newline="")
+    writer = None
+    # ---- the loop
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = rng.permutation(n)
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="step", mininterval=5)
+        for i in bar:
+            idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+            video = to_tensor(data.videos[idx]).to(device)
+            motion_input = colour_augment(video, aug_gen) if cfg.colour_augment else video
+            flow = torch.from_numpy(data.flow[idx]).to(device) if data.flow is not None else None
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            kl_scale = min(1.0, step / max(1, cfg.loss.kl_warmup_steps))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale, n)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+            opt.step()
+            step += 1
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v:.2f}" for k, v in values.items()}, refresh=False)
+            if step % 20 == 0:
+                row = {"step": step, "epoch": epoch + 1, "lr": lr_at(step),
+                       "minutes": (time.time() - started) / 60, **values}
+                if writer is None:
+                    writer = csv.DictWriter(log, fieldnames=list(row))
+                    if log.tell() == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                log.flush()
+            if cfg.max_minutes and budget_used + time.time() - started > cfg.max_minutes * 60:
+                break
+        bar.close()
+
+        # ---- end of epoch: curves, images, checkpoint
+        history.append({"epoch": epoch + 1, "step": step,
+                        **{k: v / max(1, i + 1) for k, v in sums.items()}})
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items()
+                                                 if k not in ("epoch", "step")), flush=True)
+        save_curves(history, out_dir / "curves.png")
+        model.eval()
+        with torch.no_grad():
+            f_mean, _, z_mean, _ = model.encode(preview.to(device))
+            recon = model.decode(f_mean, z_mean).cpu()
+            save_grid(torch.stack([preview, recon], 1).flatten(0, 1), out_dir / "recon.png")
+            save_grid(swap_grid(model, preview.to(device)).cpu(), out_dir / "swaps.png")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "epoch": epoch + 1, "step": step,
+                    "seconds": budget_used + time.time() - started}, out_dir / "last.pt")
+        meta = {"dataset": cfg.dataset, "commit": git_commit(), "epochs": epoch + 1,
+                "steps": step, "train_config": asdict(cfg)}
+        save_model(model, out_dir / "model.safetensors", meta)
+        if cfg.max_minutes and budget_used + time.time() - started > cfg.max_minutes * 60:
+            print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")
+            break
+    log.close()
+    return out_dir / "model.safetensors"
+
+
+if __name__ == "__main__":
+    main()
