@@ -27,7 +27,8 @@ def read_metadata(path: Path) -> tuple[ModelConfig, dict]:
         metadata = f.metadata() or {}
     if "config" not in metadata:
         raise ValueError(f"{path}: not a vdis model file (no config in its metadata)")
-    return ModelConfig.from_dict(json.loads(metadata["config"])), json.loads(metadata.get("meta", "{}"))
+    meta = json.loads(metadata.get("meta", "{}"))
+    return ModelConfig.from_dict(json.loads(metadata["config"])), meta
 
 
 def load_model(path: Path, device: str = "cpu") -> tuple[SequentialVAE, dict]:

@@ -59,7 +59,7 @@ def save_curves(history: list[dict], path: Path) -> None:
     rows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     epochs = [h["epoch"] for h in history]
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):  # the grid may have spare panels
         ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o", ms=3)
         ax.set_title(key)
         ax.set_xlabel("epoch")

@@ -149,7 +149,7 @@ def build(root: Path | None = None, progress: bool = True, force: bool = False) 
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     clips = render_all(progress)  # (1296, 9, 8, 64, 64, 3)
-    for name, ids in zip(("train", "test"), split_characters()):
+    for name, ids in zip(("train", "test"), split_characters(), strict=True):
         character = np.repeat(ids, len(MOTIONS))
         np.save(folder / f"{name}_videos.npy", clips[character, np.tile(np.arange(9), len(ids))])
         np.save(folder / f"{name}_character.npy", character.astype(np.int64))
