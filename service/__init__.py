@@ -1,0 +1,1 @@
+"""vdis service: FastAPI over the exported ONNX model (no torch, no `model/`)."""

@@ -1,0 +1,47 @@
+"""Videos the tests make with PyAV: moving coloured squares, in real containers."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+
+import av
+import numpy as np
+
+CODECS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"),
+          "avi": ("avi", "mpeg4", "yuv420p"), "mov": ("mov", "libx264", "yuv420p"),
+          "gif": ("gif", "gif", "rgb8")}
+
+
+def moving_square(frames: int = 12, width: int = 96, height: int = 80, seed: int = 0) -> np.ndarray:
+    """(T, H, W, 3) uint8: a coloured square moving right over a coloured background."""
+    rng = np.random.default_rng(seed)
+    background, colour = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    video = np.empty((frames, height, width, 3), np.uint8)
+    video[:] = background
+    side = min(width, height) // 3
+    for t in range(frames):
+        left = (t * 5) % (width - side)
+        top = (height - side) // 2
+        video[t, top:top + side, left:left + side] = colour
+    return video
+
+
+def encode(video: np.ndarray, fmt: str = "mp4", fps: int = 8, faststart: bool = False) -> bytes:
+    """(T, H, W, 3) uint8 -> the bytes of a real file in the format `fmt`."""
+    container, codec, pix_fmt = CODECS[fmt]
+    # faststart (the index before the data) needs a real file: the muxer rewrites it at the end.
+    target = tempfile.NamedTemporaryFile(suffix="." + fmt) if faststart else io.BytesIO()
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(target if not faststart else target.name, mode="w", format=container,
+                 options=options) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        for image in video:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    if faststart:
+        with target, open(target.name, "rb") as f:
+            return f.read()
+    return target.getvalue()
