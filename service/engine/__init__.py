@@ -1,6 +1,6 @@
 """The engine: the only thing that runs the model. The HTTP layer sees `Engine` only."""
 
-from service.engine.base import Codes, Engine
+from service.engine.base import Codes, Engine, InvalidCodes
 from service.engine.local import LocalEngine
 from service.settings import Settings
 
@@ -12,4 +12,4 @@ def build_engine(settings: Settings, on_batch=None) -> Engine:
     return LocalEngine(settings, on_batch)
 
 
-__all__ = ["Codes", "Engine", "LocalEngine", "build_engine"]
+__all__ = ["Codes", "Engine", "InvalidCodes", "LocalEngine", "build_engine"]

@@ -15,6 +15,10 @@ import numpy as np
 from service.engine.manifest import Manifest
 
 
+class InvalidCodes(ValueError):
+    """Codes a caller sent that do not fit the model (wrong sizes, not finite)."""
+
+
 @dataclass
 class Codes:
     """Posterior of one or more clips: appearance (B, F); motion (B, T, Z); means and log-vars."""
@@ -73,10 +77,10 @@ class Engine(ABC):
         appearance = np.ascontiguousarray(appearance, np.float32)
         motion = np.ascontiguousarray(motion, np.float32)
         if appearance.ndim != 2 or appearance.shape[1] != f:
-            raise ValueError(f"appearance must be (B, {f}), not {appearance.shape}")
+            raise InvalidCodes(f"appearance must be (B, {f}), not {appearance.shape}")
         if motion.ndim != 3 or motion.shape[2] != z or motion.shape[0] != appearance.shape[0]:
-            raise ValueError(f"motion must be (B, T, {z}) with B = {appearance.shape[0]}, "
+            raise InvalidCodes(f"motion must be (B, T, {z}) with B = {appearance.shape[0]}, "
                              f"not {motion.shape}")
         if not (np.isfinite(appearance).all() and np.isfinite(motion).all()):
-            raise ValueError("codes must be finite numbers")
+            raise InvalidCodes("codes must be finite numbers")
         return appearance, motion

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, schemas, problem+json errors, media negotiation."""

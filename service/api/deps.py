@@ -1,0 +1,98 @@
+"""Dependencies shared by the routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request, UploadFile
+
+from service.api.problems import Problem
+from service.engine import Engine
+from service.metrics import Metrics
+from service.settings import Settings
+from service.videoio import Clip, Limits, read_video
+
+# What a multipart upload may be labelled as; curl sends application/octet-stream by default.
+ACCEPTED_UPLOAD_TYPES = ("video/", "image/gif", "image/webp", "application/octet-stream")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+@dataclass
+class ClipOptions:
+    """How an uploaded video becomes the model's input (query parameters)."""
+
+    frames: int | None
+    start: float | None
+    fps: float | None
+    fit: Literal["crop", "pad"]
+
+
+def clip_options(
+    frames: Annotated[int | None, Query(ge=1, description=(
+        "T, frames taken from the video (default: the model's training length; at most "
+        "VDIS_MAX_FRAMES)"))] = None,
+    start: Annotated[float | None, Query(ge=0, description=(
+        "take frames from this time in seconds on (default: spread over the whole clip)"))] = None,
+    fps: Annotated[float | None, Query(gt=0, le=1000, description=(
+        "take one frame every 1/fps s (with `start`; default: the source's rate)"))] = None,
+    fit: Annotated[Literal["crop", "pad"], Query(description=(
+        "make frames square by centre-cropping or by padding with black"))] = "crop",
+) -> ClipOptions:
+    return ClipOptions(frames, start, fps, fit)
+
+
+ClipDep = Annotated[ClipOptions, Depends(clip_options)]
+
+
+def frame_count(requested: int | None, engine: Engine, settings: Settings) -> int:
+    limit = min(settings.MAX_FRAMES, engine.manifest.max_frames)
+    frames = requested or engine.manifest.seq_len
+    if frames > limit:
+        raise Problem("invalid-parameters", f"frames={frames} is above the limit of {limit}")
+    return frames
+
+
+async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:
+    """The bytes of one uploaded file, after checking its label and size."""
+    content_type = (upload.content_type or "").lower()
+    if content_type and not content_type.startswith(ACCEPTED_UPLOAD_TYPES):
+        raise Problem("unsupported-media-type",
+                      f"`{field}` is labelled {content_type!r}; upload a video "
+                      "(video/*, image/gif or application/octet-stream)")
+    data = await upload.read(settings.MAX_UPLOAD_BYTES + 1)
+    if len(data) > settings.MAX_UPLOAD_BYTES:
+        raise Problem("too-large", f"`{field}` is larger than the limit of "
+                      f"{settings.MAX_UPLOAD_BYTES} bytes (VDIS_MAX_UPLOAD_BYTES)")
+    return data
+
+
+async def load_clip(upload: UploadFile, options: ClipOptions, engine: Engine,
+                    settings: Settings, field: str) -> Clip:
+    """An upload -> a model-sized clip (T, S, S, 3) uint8; VideoError for a bad file."""
+    import asyncio
+
+    data = await read_upload(upload, settings, field)
+    frames = frame_count(options.frames, engine, settings)
+    limits = Limits(settings.MAX_UPLOAD_BYTES, settings.MAX_PIXELS, settings.MAX_DECODED_FRAMES)
+    # Decoding is CPU work in C that releases the GIL: keep it off the event loop.
+    return await asyncio.to_thread(
+        read_video, data, frames, start_s=options.start, fps=options.fps, fit=options.fit,
+        size=engine.manifest.frame_size, limits=limits,
+    )

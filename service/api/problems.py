@@ -1,0 +1,94 @@
+"""RFC 9457 problem details: one stable `type` per error a caller can cause.
+
+Each type is served at `/problems/{slug}`, so the URI in an answer explains itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engine.base import InvalidCodes
+from service.videoio import VideoError
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+# slug -> (status, title)
+CATALOGUE: dict[str, tuple[int, str]] = {
+    "empty-video": (400, "The uploaded file is empty"),
+    "not-a-video": (400, "The upload is not a video FFmpeg can read"),
+    "truncated-video": (400, "The video is cut short or damaged"),
+    "unsupported-codec": (415, "The video's codec cannot be decoded here"),
+    "unsupported-media-type": (415, "The request's content type is not accepted here"),
+    "too-large": (413, "The upload is larger than the limit"),
+    "too-many-pixels": (422, "The video's frames have more pixels than the limit"),
+    "too-short": (422, "The video has fewer frames than were asked for"),
+    "invalid-parameters": (422, "A parameter or the request body is invalid"),
+    "invalid-codes": (422, "The codes do not fit this model"),
+    "not-found": (404, "No such resource"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "not-ready": (503, "The model is not loaded"),
+    "internal-error": (500, "Internal server error"),
+}
+_BY_STATUS = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
+              415: "unsupported-media-type", 422: "invalid-parameters", 503: "not-ready"}
+
+
+class Problem(Exception):
+    """Raised by routes and dependencies; rendered as application/problem+json."""
+
+    def __init__(self, slug: str, detail: str, **extra):
+        self.slug, self.detail, self.extra = slug, detail, extra
+        self.status = CATALOGUE[slug][0]
+
+
+def type_uri(slug: str) -> str:
+    return f"/problems/{slug}"
+
+
+def problem_response(slug: str, detail: str, instance: str = "", **extra) -> JSONResponse:
+    status, title = CATALOGUE[slug]
+    body = {"type": type_uri(slug), "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    """Map every exception a request can raise to a problem+json answer."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, error: Problem):
+        return problem_response(error.slug, error.detail, request.url.path, **error.extra)
+
+    @app.exception_handler(VideoError)
+    async def _video(request: Request, error: VideoError):
+        return problem_response(error.kind, str(error), request.url.path)
+
+    @app.exception_handler(InvalidCodes)
+    async def _codes(request: Request, error: InvalidCodes):
+        return problem_response("invalid-codes", str(error), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError):
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in error.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem_response("invalid-parameters", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        slug = _BY_STATUS.get(error.status_code, "internal-error")
+        return problem_response(slug, str(error.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response("internal-error", "an unexpected error occurred; it is logged",
+                                request.url.path)

@@ -1,0 +1,76 @@
+"""POST /encode (video -> codes) and POST /decode (codes -> video)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import Response
+
+from service import videoio
+from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
+from service.api.media import OutputDep, render
+from service.api.problems import Problem
+from service.api.schemas import DecodeRequest, EncodePublic
+
+router = APIRouter(tags=["codes"])
+
+
+@router.post("/encode", response_model=EncodePublic,
+             responses={200: {"content": {"application/x-npz": {}}}})
+async def encode(
+    engine: EngineDep, settings: SettingsDep, clip_options: ClipDep,
+    video: Annotated[UploadFile, File(description="a video: mp4, webm, avi, mov, gif, ...")],
+    format: Annotated[Literal["json", "npz"], Query(description="json, or npz arrays")] = "json",
+):
+    """The appearance code f (F,) and one motion code z_t (Z,) per frame of an uploaded video.
+
+    Each comes with its posterior log-variance and standard deviation (the uncertainty).
+    """
+    clip = await load_clip(video, clip_options, engine, settings, "video")
+    codes = await engine.encode(clip.frames)
+    f_mean, f_logvar = codes.appearance_mean[0], codes.appearance_logvar[0]  # (F,)
+    z_mean, z_logvar = codes.motion_mean[0], codes.motion_logvar[0]  # (T, Z)
+    if format == "npz":
+        content = videoio.encode_npz(
+            appearance_mean=f_mean, appearance_logvar=f_logvar, motion_mean=z_mean,
+            motion_logvar=z_logvar, frame_indices=np.asarray(clip.indices),
+            model=np.asarray(engine.manifest.name),
+        )
+        return Response(content, media_type="application/x-npz")
+    return EncodePublic(
+        model=engine.manifest.name,
+        appearance={"mean": f_mean.tolist(), "logvar": f_logvar.tolist(),
+                    "std": np.exp(0.5 * f_logvar).tolist()},
+        motion={"mean": z_mean.tolist(), "logvar": z_logvar.tolist(),
+                "std": np.exp(0.5 * z_logvar).tolist()},
+        frames={"count": len(clip.indices), "indices": clip.indices, "times_s": clip.times_s,
+                "source_fps": clip.source_fps, "source_size": clip.source_size,
+                "source_frames": clip.source_frames},
+    )
+
+
+def require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("application/json"):
+        raise Problem("unsupported-media-type",
+                      f"send the codes as application/json, not {content_type!r}")
+
+
+@router.post("/decode", dependencies=[Depends(require_json)],
+             response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
+async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
+                 output: OutputDep):
+    """A video from codes (JSON as /encode returns it): f (F,) and z (T, Z)."""
+    if body.model is not None and body.model != engine.manifest.name:
+        raise Problem("invalid-codes", f"the codes come from model {body.model!r}; this "
+                      f"service runs {engine.manifest.name!r}")
+    appearance = np.asarray([body.appearance_mean()], np.float32)  # (1, F)
+    try:
+        motion = np.asarray([body.motion_mean()], np.float32)  # (1, T, Z)
+    except ValueError as error:  # ragged lists
+        raise Problem("invalid-codes", "motion must be T lists of equal length Z") from error
+    frame_count(motion.shape[1] if motion.ndim == 3 else None, engine, settings)
+    videos = await engine.decode(appearance, motion)  # (1, T, S, S, 3)
+    return await render(videos, output)

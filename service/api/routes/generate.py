@@ -1,0 +1,79 @@
+"""POST /generate: new motions for a fixed appearance, or new appearances for a fixed motion."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+
+from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
+from service.api.media import OutputDep, render
+from service.api.problems import Problem
+
+router = APIRouter(tags=["latent operations"])
+
+
+@router.post("/generate", response_class=Response,
+             responses={200: {"content": {"video/mp4": {}}}})
+async def generate(
+    engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
+    video: Annotated[UploadFile | None, File(description=(
+        "the video that gives the fixed appearance (sample=motion) or motion "
+        "(sample=appearance)"))] = None,
+    appearance: Annotated[str | None, Form(description=(
+        "instead of a video, with sample=motion: the appearance code as a JSON list (F,)"))
+    ] = None,
+    sample: Annotated[Literal["motion", "appearance"], Query(description=(
+        "what is drawn: `motion` from the learned prior p(z|f) for a fixed appearance, or "
+        "`appearance` from N(0, I) for a fixed motion"))] = "motion",
+    n: Annotated[int, Query(ge=1, description="how many results (at most VDIS_MAX_SAMPLES)")] = 4,
+    seed: Annotated[int | None, Query(ge=0, description=(
+        "seed for the draws; default a random one, returned in X-Vdis-Seed"))] = None,
+):
+    """n results sharing one factor with the input; the other factor is sampled.
+
+    With sample=motion, `frames` sets the length of the sampled motion (default: the model's
+    training length). Results come tiled or as a list (see the output formats).
+    """
+    if n > settings.MAX_SAMPLES:
+        raise Problem("invalid-parameters", f"n={n} is above the limit of {settings.MAX_SAMPLES}")
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    m = engine.manifest
+    if sample == "motion":
+        if (video is None) == (appearance is None):
+            raise Problem("invalid-parameters",
+                          "give exactly one of `video` (a file) or `appearance` (a JSON code)")
+        if video is not None:
+            clip = await load_clip(video, clip_options, engine, settings, "video")
+            f = (await engine.encode(clip.frames)).appearance_mean  # (1, F)
+        else:
+            f = _parse_appearance(appearance, m.appearance_dim)
+        frames = frame_count(clip_options.frames, engine, settings)
+        f = np.repeat(f, n, axis=0)  # (n, F)
+        noise = rng.standard_normal((n, frames, m.motion_dim)).astype(np.float32)  # (n, T, Z)
+        z = await engine.sample_prior(f, noise)
+    else:
+        if video is None:
+            raise Problem("invalid-parameters", "sample=appearance needs `video` (a file)")
+        clip = await load_clip(video, clip_options, engine, settings, "video")
+        z = np.repeat((await engine.encode(clip.frames)).motion_mean, n, axis=0)  # (n, T, Z)
+        f = rng.standard_normal((n, m.appearance_dim)).astype(np.float32)  # (n, F) ~ N(0, I)
+    videos = await engine.decode(f, z)  # (n, T, S, S, 3)
+    return await render(videos, output, {"X-Vdis-Seed": str(seed)})
+
+
+def _parse_appearance(text: str, size: int) -> np.ndarray:
+    try:
+        code = np.asarray(json.loads(text), np.float32)
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise Problem("invalid-codes", f"`appearance` must be a JSON list of {size} numbers"
+                      ) from error
+    if code.shape != (size,):
+        raise Problem("invalid-codes", f"`appearance` must have {size} numbers, not "
+                      f"shape {list(code.shape)}")
+    return code[None]  # (1, F)

@@ -1,0 +1,44 @@
+"""GET /health, /ready, /metrics, /model and the problem types."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from service.api.deps import EngineDep, MetricsDep
+from service.api.problems import CATALOGUE, Problem, type_uri
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(engine: EngineDep) -> JSONResponse:
+    """The model is loaded: which onnxruntime provider runs it, and the queue's state."""
+    return JSONResponse({"status": "ready", "model": engine.manifest.name, **engine.status()})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(m: MetricsDep) -> Response:
+    """Prometheus text format."""
+    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/model")
+async def model(engine: EngineDep) -> dict:
+    """The loaded model's manifest, without its local file layout."""
+    return engine.manifest.public()
+
+
+@router.get("/problems/{slug}")
+async def problem_type(slug: str) -> dict:
+    """What one problem `type` URI means."""
+    if slug not in CATALOGUE:
+        raise Problem("not-found", f"no problem type {slug!r}")
+    status, title = CATALOGUE[slug]
+    return {"type": type_uri(slug), "title": title, "status": status}

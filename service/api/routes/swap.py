@@ -1,0 +1,39 @@
+"""POST /swap: the appearance of one video with the motion of another."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
+
+from service.api.deps import ClipDep, EngineDep, SettingsDep, load_clip
+from service.api.media import OutputDep, render
+
+router = APIRouter(tags=["latent operations"])
+
+
+@router.post("/swap", response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
+async def swap(
+    engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
+    appearance: Annotated[UploadFile, File(description="the video whose appearance is kept")],
+    motion: Annotated[UploadFile, File(description="the video whose motion is kept")],
+    both: Annotated[bool, Query(description=(
+        "also return the converse (motion's appearance with appearance's motion), as a "
+        "second result"))] = False,
+):
+    """decode(f of `appearance`, z of `motion`); with both=true, two results (see tiling)."""
+    clip_a = await load_clip(appearance, clip_options, engine, settings, "appearance")
+    clip_m = await load_clip(motion, clip_options, engine, settings, "motion")
+    # Two requests, not one stacked call: the batcher merges them with other callers' clips.
+    codes_a, codes_m = await asyncio.gather(engine.encode(clip_a.frames),
+                                            engine.encode(clip_m.frames))
+    f = [codes_a.appearance_mean]  # each (1, F)
+    z = [codes_m.motion_mean]  # each (1, T, Z)
+    if both:
+        f.append(codes_m.appearance_mean)
+        z.append(codes_a.motion_mean)
+    videos = await engine.decode(np.concatenate(f), np.concatenate(z))  # (1 or 2, T, S, S, 3)
+    return await render(videos, output)
