@@ -10,7 +10,8 @@ import numpy as np
 
 CODECS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"),
           "avi": ("avi", "mpeg4", "yuv420p"), "mov": ("mov", "libx264", "yuv420p"),
-          "gif": ("gif", "gif", "rgb8")}
+          "gif": ("gif", "gif", "rgb8"),
+          "lossless": ("mov", "png", "rgb24")}  # exact pixels, for tests that compare them
 
 
 def moving_square(frames: int = 12, width: int = 96, height: int = 80, seed: int = 0) -> np.ndarray:
@@ -45,3 +46,16 @@ def encode(video: np.ndarray, fmt: str = "mp4", fps: int = 8, faststart: bool = 
         with target, open(target.name, "rb") as f:
             return f.read()
     return target.getvalue()
+
+
+def sprite_clip(character: int = 0, motion: int = 0) -> np.ndarray:
+    """(8, 64, 64, 3) uint8: one Sprites clip composed from the shipped LPC sheets."""
+    from model.data import sprites as s
+
+    body, bottom, top, hair = s.character_attributes(character)
+    cells = s.motion_cells(motion)
+    rgb = np.zeros((len(cells), s.CELL, s.CELL, 3), np.float32)
+    for folder, index in zip(s.LAYER_DIRS, (body, bottom, top, hair), strict=True):
+        rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / folder / f"{index}.png"), cells))
+    rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / s.SHOES), cells))
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

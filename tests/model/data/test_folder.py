@@ -1,0 +1,23 @@
+"""model.data.folder: a folder of real video files -> training clips."""
+
+import numpy as np
+import pytest
+
+from model.data.folder import load_clips
+from tests.service.videos import encode, moving_square
+
+
+def test_load_clips_cuts_every_video_into_whole_clips(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.mp4").write_bytes(encode(moving_square(17), "mp4"))  # 2 clips of 8
+    (tmp_path / "sub" / "b.webm").write_bytes(encode(moving_square(8, seed=1), "webm"))  # 1
+    (tmp_path / "c.gif").write_bytes(encode(moving_square(10, seed=2), "gif"))  # 1
+    (tmp_path / "notes.txt").write_text("not a video")
+    clips = load_clips(str(tmp_path), seq_len=8)
+    assert clips.shape == (4, 8, 64, 64, 3) and clips.dtype == np.uint8
+    assert clips[1].std() > 0  # real pictures, not black padding
+
+
+def test_load_clips_refuses_a_folder_without_videos(tmp_path):
+    with pytest.raises(ValueError, match="holds no videos"):
+        load_clips(str(tmp_path))
