@@ -59,3 +59,16 @@ def sprite_clip(character: int = 0, motion: int = 0) -> np.ndarray:
         rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / folder / f"{index}.png"), cells))
     rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / s.SHOES), cells))
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def unknown_codec() -> bytes:
+    """A Matroska file whose video track names a codec FFmpeg has never heard of."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for image in moving_square(4, 64, 64):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    # Same length as the real codec id, so the EBML element sizes stay right.
+    return buffer.getvalue().replace(b"V_MPEG4/ISO/ASP", b"V_VDIS/NOCODEC!")

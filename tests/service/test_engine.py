@@ -1,0 +1,93 @@
+"""The engine on a real exported model: manifest checks, provider, batching."""
+
+import asyncio
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from service.engine import LocalEngine
+from service.engine.batcher import MicroBatcher
+from service.engine.manifest import load_manifest
+from tests.service.conftest import make_settings
+from tests.service.videos import moving_square
+
+
+def test_manifest_is_verified(model_dir):
+    manifest = load_manifest(model_dir)
+    assert set(manifest.files) == {"encoder", "decoder", "prior"}
+    assert "file" not in json.dumps(manifest.public())
+
+
+def test_a_changed_file_or_unknown_version_is_refused(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    with (copy / "decoder.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        load_manifest(copy)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="format_version"):
+        load_manifest(copy)
+    with pytest.raises(RuntimeError, match="manifest.json is missing"):
+        load_manifest(tmp_path / "nowhere")
+
+
+def test_batched_calls_equal_unbatched_ones(model_dir):
+    batches = []
+
+    async def main():
+        engine = LocalEngine(make_settings(model_dir, MAX_WAIT_MS=200, MAX_BATCH=4),
+                             on_batch=lambda graph, rows, waits, run_s: batches.append(rows))
+        await engine.start()
+        try:
+            assert engine.status()["provider"] == "CPUExecutionProvider"
+            clips = [moving_square(8, 64, 64, seed=s) for s in range(4)]
+            together = await asyncio.gather(*[engine.encode(c) for c in clips])
+            alone = [await engine.encode(c) for c in clips]
+            f = np.concatenate([c.appearance_mean for c in alone])
+            z = np.concatenate([c.motion_mean for c in alone])
+            decoded = await asyncio.gather(*[engine.decode(f[i:i + 1], z[i:i + 1])
+                                             for i in range(4)])
+            return together, alone, decoded, await engine.decode(f, z)
+        finally:
+            await engine.close()
+
+    together, alone, decoded, stacked = asyncio.run(main())
+    assert batches[0] == 4 and batches[1:5] == [1, 1, 1, 1]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a.appearance_mean, b.appearance_mean)
+        np.testing.assert_array_equal(a.motion_logvar, b.motion_logvar)
+    np.testing.assert_array_equal(np.concatenate(decoded), stacked)
+
+
+def test_batcher_keeps_shapes_apart_and_reports_failures():
+    calls = []
+
+    def run(graph, inputs):
+        calls.append((graph, inputs["x"].shape))
+        if graph == "broken":
+            raise RuntimeError("boom")
+        return {"y": inputs["x"] * 2}
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=8, max_wait_ms=50)
+        batcher.start()
+        try:
+            results = await asyncio.gather(
+                batcher.submit("g", {"x": np.ones((1, 3))}),
+                batcher.submit("g", {"x": np.ones((2, 3))}),
+                batcher.submit("g", {"x": np.ones((1, 5))}),
+            )
+            with pytest.raises(RuntimeError, match="boom"):
+                await batcher.submit("broken", {"x": np.ones((1, 3))})
+            return results
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert sorted(calls[:2]) == [("g", (1, 5)), ("g", (3, 3))]
+    assert [r["y"].shape for r in results] == [(1, 3), (2, 3), (1, 5)]
