@@ -91,3 +91,13 @@ def test_batcher_keeps_shapes_apart_and_reports_failures():
     results = asyncio.run(main())
     assert sorted(calls[:2]) == [("g", (1, 5)), ("g", (3, 3))]
     assert [r["y"].shape for r in results] == [(1, 3), (2, 3), (1, 5)]
+
+
+def test_the_service_never_imports_torch_or_model():
+    import subprocess
+    import sys
+
+    code = ("import sys, service.app, service.videoio; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
