@@ -25,8 +25,10 @@ async def swap(
         "second result"))] = False,
 ):
     """decode(f of `appearance`, z of `motion`); with both=true, two results (see tiling)."""
-    clip_a = await load_clip(appearance, clip_options, engine, settings, "appearance")
-    clip_m = await load_clip(motion, clip_options, engine, settings, "motion")
+    clip_a, clip_m = await asyncio.gather(  # the two decodes run in threads side by side
+        load_clip(appearance, clip_options, engine, settings, "appearance"),
+        load_clip(motion, clip_options, engine, settings, "motion"),
+    )
     # Two requests, not one stacked call: the batcher merges them with other callers' clips.
     codes_a, codes_m = await asyncio.gather(engine.encode(clip_a.frames),
                                             engine.encode(clip_m.frames))
