@@ -63,7 +63,8 @@ class AppearanceEncoder(nn.Module):
             nn.Conv2d(a, a, 1),
         )
         self.head = nn.Sequential(
-            nn.Linear(2 * a, cfg.hidden), nn.LeakyReLU(0.2), nn.Linear(cfg.hidden, 2 * cfg.appearance_dim)
+            nn.Linear(2 * a, cfg.hidden), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.hidden, 2 * cfg.appearance_dim),
         )
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +84,11 @@ class MotionPosterior(nn.Module):
         self.full = cfg.posterior == "full"
         h = cfg.hidden
         if self.full:
-            self.birnn = nn.LSTM(h + cfg.appearance_dim, h // 2, batch_first=True, bidirectional=True)
+            # Linear([h_t, f]) as two projections added by broadcasting: no concat of a
+            # repeated f, whose traced shape would freeze B or T in the exported graph
+            self.from_frames = nn.Linear(h, h)
+            self.from_appearance = nn.Linear(cfg.appearance_dim, h, bias=False)
+            self.birnn = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
             self.rnn = nn.GRU(h, h, batch_first=True)
         else:
             self.mlp = nn.Sequential(nn.Linear(h, h), nn.LeakyReLU(0.2))
@@ -91,9 +96,14 @@ class MotionPosterior(nn.Module):
 
     def forward(self, feats: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.full:
-            f_seq = f.unsqueeze(1).expand(-1, feats.shape[1], -1)  # (B, T, F)
-            hidden, _ = self.birnn(torch.cat([feats, f_seq], -1))
-            hidden, _ = self.rnn(hidden)
+            joint = self.from_frames(feats) + self.from_appearance(f).unsqueeze(1)  # (B, T, H)
+            # initial states derived from the input: the exporter would bake a default
+            # zero state's batch size into the graph
+            zero = joint[:, 0] * 0.0  # (B, H); zeros_like() was traced as a constant
+            half = zero[:, : zero.shape[1] // 2]
+            state = torch.stack([half, half]).contiguous()  # (2 directions, B, H/2)
+            hidden, _ = self.birnn(joint, (state, state))
+            hidden, _ = self.rnn(hidden, zero.unsqueeze(0).contiguous())
         else:
             hidden = self.mlp(feats)
         mean, logvar = self.out(hidden).chunk(2, -1)
@@ -117,10 +127,10 @@ class Decoder(nn.Module):
         )
 
     def forward(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        b, t = z.shape[:2]
-        fz = torch.cat([f.unsqueeze(1).expand(-1, t, -1), z], -1).flatten(0, 1)  # (B*T, F+Z)
-        frames = self.convs(self.fc(fz).view(b * t, 8 * self.w, 4, 4))  # (B*T, 3, 64, 64)
-        return frames.unflatten(0, (b, t))
+        f_seq = f.unsqueeze(1) * torch.ones_like(z[..., :1])  # (B, T, F)
+        fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
+        frames = self.convs(self.fc(fz).unflatten(1, (8 * self.w, 4, 4)))  # (B*T, 3, 64, 64)
+        return frames.unflatten(0, z.shape[:2])
 
 
 class RecurrentPrior(nn.Module):
@@ -163,7 +173,7 @@ class ConditionalPrior(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.mlp(f).unsqueeze(1).expand(-1, z.shape[1], -1).chunk(2, -1)
+        mean, logvar = (self.mlp(f).unsqueeze(1) * torch.ones_like(z[..., :1])).chunk(2, -1)
         return mean, logvar
 
     def sample(self, f: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -192,7 +202,7 @@ class SequentialVAE(nn.Module):
         return self.motion_posterior(feats, f)
 
     def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """video (B, T, 3, 64, 64) in [0, 1] -> f mean, f logvar (B, F), z mean, z logvar (B, T, Z)."""
+        """video (B, T, 3, 64, 64) in [0, 1] -> f mean, logvar (B, F), z mean, logvar (B, T, Z)."""
         f_mean, f_logvar = self.encode_appearance(video)
         z_mean, z_logvar = self.encode_motion(video, f_mean)
         return f_mean, f_logvar, z_mean, z_logvar

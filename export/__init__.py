@@ -1,0 +1,1 @@
+"""Trained checkpoint -> ONNX graphs + manifest.json, with parity and hash verification."""

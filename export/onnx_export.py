@@ -1,0 +1,240 @@
+"""Export a trained SequentialVAE as three ONNX graphs (encoder, decoder, motion prior), their
+float16 variants and the manifest.json the service reads (see docs/manifest.md).
+
+Why TorchScript and the legacy exporter for the prior: the LSTM prior is autoregressive (z_t
+feeds step t+1), and a Python loop traced by either exporter freezes T at the example length.
+A scripted loop becomes an ONNX Loop whose trip count is the noise's T, so any length works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE
+
+FORMAT_VERSION = 1
+OPSET = 18
+MAX_FRAMES = 64
+FP16_TOLERANCE = 0.02  # max abs difference of float16 graphs vs float32, pixels in [0, 1]
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: SequentialVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor):
+        return self.model.encode(video)
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, model: SequentialVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(appearance, motion)
+
+
+class RecurrentPriorGraph(nn.Module):
+    """DSVAE's LSTM prior rolled out over T steps; written for torch.jit.script.
+
+    The LSTM cell is spelled out (PyTorch's gate order i, f, g, o) so the scripted loop
+    exports to plain ONNX ops inside a Loop.
+    """
+
+    def __init__(self, prior: RecurrentPrior):
+        super().__init__()
+        lstm = prior.lstm
+        self.w_ih = nn.Parameter(lstm.weight_ih_l0.detach().clone())
+        self.w_hh = nn.Parameter(lstm.weight_hh_l0.detach().clone())
+        self.bias = nn.Parameter((lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().clone())
+        self.out = prior.out
+        self.hidden = lstm.hidden_size
+
+    def forward(self, appearance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        b = noise.size(0)
+        # "+ 0 * input" ties the zero states to the inputs so their batch size stays dynamic
+        h = torch.zeros(b, self.hidden, dtype=noise.dtype) + appearance[:, :1] * 0.0
+        c = torch.zeros_like(h)
+        z = noise[:, 0] * 0.0
+        codes = []
+        for t in range(noise.size(1)):
+            gates = z @ self.w_ih.t() + h @ self.w_hh.t() + self.bias
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            mean, logvar = self.out(h).chunk(2, 1)
+            z = mean + torch.exp(0.5 * logvar) * noise[:, t]
+            codes.append(z)
+        return torch.stack(codes, 1)
+
+
+class ConditionalPriorGraph(nn.Module):
+    def __init__(self, prior: ConditionalPrior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, appearance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.prior.sample(appearance, noise)
+
+
+class Float16Graph(nn.Module):
+    """Runs a graph in float16 with float32 inputs and outputs (casts inside the graph)."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph.half()
+
+    def forward(self, *inputs: torch.Tensor):
+        outputs = self.graph(*[x.half() for x in inputs])
+        if isinstance(outputs, torch.Tensor):
+            return outputs.float()
+        return tuple(o.float() for o in outputs)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_specs(model: SequentialVAE) -> dict[str, dict]:
+    """Input and output names, dtypes and shapes of the three graphs ("B", "T" are dynamic)."""
+    c = model.cfg
+    size = c.frame_size
+    video = ["B", "T", c.channels, size, size]
+
+    def io(name, shape):
+        return {"name": name, "dtype": "float32", "shape": shape}
+
+    return {
+        "encoder": {
+            "inputs": [io("video", video)],
+            "outputs": [io("appearance_mean", ["B", c.appearance_dim]),
+                        io("appearance_logvar", ["B", c.appearance_dim]),
+                        io("motion_mean", ["B", "T", c.motion_dim]),
+                        io("motion_logvar", ["B", "T", c.motion_dim])],
+        },
+        "decoder": {
+            "inputs": [io("appearance", ["B", c.appearance_dim]),
+                       io("motion", ["B", "T", c.motion_dim])],
+            "outputs": [io("video", video)],
+        },
+        "prior": {
+            "inputs": [io("appearance", ["B", c.appearance_dim]),
+                       io("noise", ["B", "T", c.motion_dim])],
+            "outputs": [io("motion", ["B", "T", c.motion_dim])],
+        },
+    }
+
+
+def graph_modules(model: SequentialVAE) -> dict[str, nn.Module]:
+    prior = (RecurrentPriorGraph(model.prior) if isinstance(model.prior, RecurrentPrior)
+             else ConditionalPriorGraph(model.prior))
+    return {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model), "prior": prior}
+
+
+def example_inputs(model: SequentialVAE, name: str, dtype=torch.float32) -> tuple:
+    """Distinct example tensors for each input (one tensor passed twice gave wrong graphs)."""
+    c = model.cfg
+    b, t = 2, c.seq_len
+    if name == "encoder":
+        return (torch.rand(b, t, c.channels, c.frame_size, c.frame_size, dtype=dtype),)
+    return (torch.randn(b, c.appearance_dim, dtype=dtype),
+            torch.randn(b, t, c.motion_dim, dtype=dtype))
+
+
+def _export_one(module: nn.Module, spec: dict, inputs: tuple, path: Path, script: bool) -> None:
+    dims = {0: "B", 1: "T"}
+    dynamic = {}
+    for io in spec["inputs"] + spec["outputs"]:
+        dynamic[io["name"]] = {i: d for i, d in dims.items() if i < len(io["shape"])
+                               and io["shape"][i] == d}
+    # A wrapper made here is in training mode, and the exporter restores the mode it found,
+    # which would flip the caller's model to training mode (batch-norm statistics!).
+    module.eval()
+    if script:
+        module = torch.jit.script(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(
+            module, inputs, str(path), input_names=[i["name"] for i in spec["inputs"]],
+            output_names=[o["name"] for o in spec["outputs"]], dynamic_axes=dynamic,
+            opset_version=OPSET, dynamo=False,
+        )
+
+
+def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
+                 name: str = "vdis", fp16: bool = True, metrics: dict | None = None) -> Path:
+    """Write encoder/decoder/prior .onnx (+ .fp16.onnx) and manifest.json into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    c = model.cfg
+    specs = graph_specs(model)
+    graphs, variants = {}, {}
+    recurrent = isinstance(model.prior, RecurrentPrior)
+    for graph_name, module in graph_modules(model).items():
+        path = out_dir / f"{graph_name}.onnx"
+        _export_one(module, specs[graph_name], example_inputs(model, graph_name), path,
+                    script=recurrent and graph_name == "prior")
+        graphs[graph_name] = {"file": path.name, "sha256": sha256(path), **specs[graph_name]}
+    if fp16:
+        import copy
+
+        half = copy.deepcopy(model)
+        for graph_name, module in graph_modules(half).items():
+            if graph_name == "encoder" and c.posterior == "full":
+                # onnxruntime 1.31's CPU LSTM crashes (SIGSEGV) on float16, so this variant
+                # could not be checked for parity: it is not shipped
+                continue
+            path = out_dir / f"{graph_name}.fp16.onnx"
+            wrapped = Float16Graph(module)
+            if graph_name == "prior" and isinstance(module, RecurrentPriorGraph):
+                wrapped = _ScriptedHalfPrior(module.half())
+            _export_one(wrapped, specs[graph_name], example_inputs(model, graph_name), path,
+                        script=recurrent and graph_name == "prior")
+            variants[graph_name] = {"file": path.name, "sha256": sha256(path),
+                                    "tolerance": FP16_TOLERANCE}
+    meta = meta or {}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "architecture": c.arch,
+        "config": c.to_dict(),
+        "appearance_dim": c.appearance_dim,
+        "motion_dim": c.motion_dim,
+        "frame_size": c.frame_size,
+        "channels": c.channels,
+        "seq_len": c.seq_len,
+        "max_frames": MAX_FRAMES,
+        "opset": OPSET,
+        "pixel_scale": "input and output pixels are float32 in [0, 1] (uint8 / 255)",
+        "graphs": graphs,
+        "variants": {"float16": variants} if variants else {},
+        "training": {k: meta[k] for k in ("dataset", "commit", "epochs", "steps") if k in meta},
+        "metrics": metrics or meta.get("metrics", {}),
+        "licence": meta.get("licence", ""),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out_dir / "manifest.json"
+
+
+class _ScriptedHalfPrior(nn.Module):
+    """The recurrent prior in float16 with float32 inputs and outputs, scriptable."""
+
+    def __init__(self, prior: RecurrentPriorGraph):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, appearance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.prior(appearance.half(), noise.half()).float()
