@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -174,8 +176,12 @@ def _export_one(module: nn.Module, spec: dict, inputs: tuple, path: Path, script
 
 
 def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
-                 name: str = "vdis", fp16: bool = True, metrics: dict | None = None) -> Path:
-    """Write encoder/decoder/prior .onnx (+ .fp16.onnx) and manifest.json into out_dir."""
+                 name: str = "vdis", fp16: bool = True, metrics: dict | None = None,
+                 progress: Callable[[Path, float], None] | None = None) -> Path:
+    """Write encoder/decoder/prior .onnx (+ .fp16.onnx) and manifest.json into out_dir.
+
+    progress(path, seconds) is called after each graph file is written.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -185,9 +191,12 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
     recurrent = isinstance(model.prior, RecurrentPrior)
     for graph_name, module in graph_modules(model).items():
         path = out_dir / f"{graph_name}.onnx"
+        start = time.perf_counter()
         _export_one(module, specs[graph_name], example_inputs(model, graph_name), path,
                     script=recurrent and graph_name == "prior")
         graphs[graph_name] = {"file": path.name, "sha256": sha256(path), **specs[graph_name]}
+        if progress:
+            progress(path, time.perf_counter() - start)
     if fp16:
         import copy
 
@@ -198,6 +207,7 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                 # could not be checked for parity: it is not shipped
                 continue
             path = out_dir / f"{graph_name}.fp16.onnx"
+            start = time.perf_counter()
             wrapped = Float16Graph(module)
             if graph_name == "prior" and isinstance(module, RecurrentPriorGraph):
                 wrapped = _ScriptedHalfPrior(module.half())
@@ -205,6 +215,8 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                         script=recurrent and graph_name == "prior")
             variants[graph_name] = {"file": path.name, "sha256": sha256(path),
                                     "tolerance": FP16_TOLERANCE}
+            if progress:
+                progress(path, time.perf_counter() - start)
     meta = meta or {}
     manifest = {
         "format_version": FORMAT_VERSION,

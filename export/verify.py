@@ -1,0 +1,162 @@
+"""Checks of an exported model folder against the PyTorch model it came from.
+
+- `check_hashes`: the service's own manifest loader (format version, SHA-256 of every file), so
+  the exporter and the service agree on what a valid folder is.
+- `parity`: every graph and variant run by onnxruntime vs the PyTorch model at several B and T.
+- `judge_accuracy`: a trained judge's accuracy on PyTorch vs ONNX reconstructions of Sprites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.vae import SequentialVAE
+from service.engine.manifest import GRAPHS, Manifest, load_manifest
+
+BATCHES = (1, 3, 16)
+LENGTHS = (1, 8, 20, 64)
+FP32_TOLERANCE = 1e-4
+
+
+@dataclass
+class ParityRow:
+    graph: str
+    variant: str  # "float32" or a variant name ("float16")
+    max_abs: float  # over every output, every B and T tried
+    tolerance: float
+    worst: tuple[int, int]  # (B, T) where max_abs was reached
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs)) and self.max_abs <= self.tolerance
+
+
+def check_hashes(model_dir: Path) -> Manifest:
+    """Raise RuntimeError unless the manifest is understood and every file matches its hash."""
+    return load_manifest(model_dir)
+
+
+def session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def graph_inputs(model: SequentialVAE, graph: str, b: int, t: int,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    c = model.cfg
+    if graph == "encoder":
+        shape = (b, t, c.channels, c.frame_size, c.frame_size)
+        return {"video": rng.random(shape, dtype=np.float32)}
+    appearance = rng.standard_normal((b, c.appearance_dim), dtype=np.float32)
+    codes = rng.standard_normal((b, t, c.motion_dim), dtype=np.float32)
+    return {"appearance": appearance, ("motion" if graph == "decoder" else "noise"): codes}
+
+
+@torch.no_grad()
+def reference(model: SequentialVAE, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The PyTorch model's outputs, in the graph's output order."""
+    x = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    if graph == "encoder":
+        outputs = model.encode(x["video"])
+    elif graph == "decoder":
+        outputs = (model.decode(x["appearance"], x["motion"]),)
+    else:
+        outputs = (model.sample_motion(x["appearance"], x["noise"]),)
+    return [o.numpy() for o in outputs]
+
+
+def parity(model: SequentialVAE, model_dir: Path, batches=BATCHES, lengths=LENGTHS,
+           seed: int = 0, threads: int = 1, progress=None) -> list[ParityRow]:
+    """Max abs difference ORT vs PyTorch (float32 model) for every graph and variant."""
+    import json
+
+    model = model.cpu().eval()
+    model_dir = Path(model_dir)
+    raw = json.loads((model_dir / "manifest.json").read_text())
+    entries = [(g, "float32", raw["graphs"][g]["file"], FP32_TOLERANCE) for g in GRAPHS]
+    for variant, graphs in raw.get("variants", {}).items():
+        entries += [(g, variant, graphs[g]["file"], float(graphs[g]["tolerance"]))
+                    for g in GRAPHS if g in graphs]
+    rows = []
+    for graph, variant, file, tolerance in entries:
+        sess = session(model_dir / file, threads)
+        names = [o.name for o in sess.get_outputs()]
+        rng = np.random.default_rng(seed)
+        worst, where = 0.0, (0, 0)
+        for b in batches:
+            for t in lengths:
+                inputs = graph_inputs(model, graph, b, t, rng)
+                expected = reference(model, graph, inputs)
+                got = sess.run(names, inputs)
+                for e, g in zip(expected, got, strict=True):
+                    if e.shape != g.shape:
+                        raise AssertionError(f"{file} at B={b}, T={t}: shape {g.shape}, "
+                                             f"PyTorch gives {e.shape}")
+                    diff = float(np.max(np.abs(e.astype(np.float64) - g)))
+                    if not diff <= worst:  # NaN sticks
+                        worst, where = diff, (b, t)
+        rows.append(ParityRow(graph, variant, worst, tolerance, where))
+        if progress:
+            progress(rows[-1])
+    return rows
+
+
+def format_table(rows: list[ParityRow]) -> str:
+    lines = [f"{'graph':<9} {'variant':<8} {'max |diff|':>11} {'tolerance':>10} {'at (B, T)':>10}"
+             "  result"]
+    for r in rows:
+        lines.append(f"{r.graph:<9} {r.variant:<8} {r.max_abs:>11.3g} {r.tolerance:>10.3g} "
+                     f"{str(r.worst):>10}  {'ok' if r.ok else 'FAIL'}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def judge_accuracy(model: SequentialVAE, model_dir: Path, judge_path: Path, clips: int = 512,
+                   batch: int = 32, threads: int = 1) -> dict[str, dict[str, float]]:
+    """Judge accuracy on reconstructions of Sprites test clips: PyTorch vs ONNX (float32).
+
+    Returns {"pytorch": {...}, "onnx": {...}, "agreement": {...}} with motion accuracy, mean
+    appearance accuracy over the four attributes and, under "agreement", how often the judge
+    gives the same label to both reconstructions.
+    """
+    from model.data import sprites
+    from model.evaluate import load_judge  # lazily: it may not exist yet
+
+    judge = load_judge(judge_path).cpu().eval()
+    data = sprites.load("test", progress=False)
+    pick = np.sort(np.random.default_rng(0).permutation(len(data))[:clips])
+    raw = load_manifest(model_dir).files
+    encoder, decoder = session(raw["encoder"], threads), session(raw["decoder"], threads)
+    labels = {"pytorch": [], "onnx": []}
+    for start in range(0, len(pick), batch):
+        idx = pick[start:start + batch]
+        video = np.asarray(data.videos[idx]).transpose(0, 1, 4, 2, 3).astype(np.float32) / 255
+        f, _, z, _ = model.encode(torch.from_numpy(video))
+        recon = {"pytorch": model.decode(f, z)}
+        f_o, _, z_o, _ = encoder.run(None, {"video": video})
+        recon["onnx"] = torch.from_numpy(
+            decoder.run(["video"], {"appearance": f_o, "motion": z_o})[0])
+        for key, clip in recon.items():
+            motion, appearance = judge(clip)
+            labels[key].append(np.concatenate(
+                [motion.argmax(-1)[:, None].numpy()]
+                + [a.argmax(-1)[:, None].numpy() for a in appearance], 1))
+    truth = np.concatenate([data.motion[pick][:, None], data.appearance[pick]], 1)
+    result = {}
+    for key, parts in labels.items():
+        pred = np.concatenate(parts)
+        result[key] = {"motion": float((pred[:, 0] == truth[:, 0]).mean()),
+                       "appearance": float((pred[:, 1:] == truth[:, 1:]).mean())}
+    a, b = np.concatenate(labels["pytorch"]), np.concatenate(labels["onnx"])
+    result["agreement"] = {"motion": float((a[:, 0] == b[:, 0]).mean()),
+                           "appearance": float((a[:, 1:] == b[:, 1:]).mean())}
+    return result
