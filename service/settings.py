@@ -30,6 +30,20 @@ class Settings(BaseSettings):
     MAX_WAIT_MS: float = Field(5.0, ge=0)  # how long a request waits for others to join its batch
     MAX_CONCURRENT_RUNS: int = Field(1, ge=1)  # onnxruntime calls in flight at once
 
+    # The Redis engine (with REDIS_URL set): API processes queue jobs, `python -m service.worker`
+    # runs them. Keys are `<REDIS_PREFIX>:...` (service.engine.keys).
+    REDIS_PREFIX: str = "vdis"
+    REDIS_CONNECT_TIMEOUT_S: float = Field(1.0, gt=0)  # Redis unreachable -> 503 after this
+    REQUEST_TIMEOUT_S: float = Field(30.0, gt=0)  # a job's deadline; past it: 504, job dropped
+    QUEUE_MAX: int = Field(256, ge=1)  # jobs waiting or running; above it: 503 + Retry-After
+    RETRY_AFTER_S: int = Field(1, ge=0)  # the Retry-After of a 503
+    RESULT_TTL_S: int = Field(60, ge=1)  # how long a result waits for its API process
+    ASYNC_RESULT_TTL_S: int = Field(3600, ge=1)  # how long an `?async=true` job's answer is kept
+    CLAIM_IDLE_MS: int = Field(30_000, ge=1)  # unacknowledged this long: another worker takes it
+    MAX_DELIVERIES: int = Field(3, ge=1)  # delivered more often than this: the dead-letter stream
+    HEARTBEAT_S: float = Field(2.0, gt=0)  # a worker's heartbeat period (its key lives 3 periods)
+    WORKER_NAME: str = ""  # the consumer name; empty: <host>-<pid>
+
     # Bounded work on uploads
     MAX_UPLOAD_BYTES: int = Field(50 * 1024 * 1024, ge=1)  # per uploaded file
     MAX_PIXELS: int = Field(3840 * 2160, ge=1)  # width x height of one source frame

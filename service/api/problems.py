@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.engine.base import InvalidCodes
+from service.engine.base import (
+    DeadlineExceeded,
+    EngineBusy,
+    EngineUnavailable,
+    InvalidCodes,
+    JobFailed,
+)
 from service.videoio import VideoError
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,11 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "not-found": (404, "No such resource"),
     "method-not-allowed": (405, "Method not allowed"),
     "not-ready": (503, "The model is not loaded"),
+    "busy": (503, "Too many jobs are queued; retry after the Retry-After seconds"),
+    "engine-unavailable": (503, "The queue to the model workers cannot be reached"),
+    "deadline-exceeded": (504, "The model did not answer before the request's deadline"),
+    "dead-lettered": (500, "The job stopped every worker that took it and was set aside"),
+    "job-failed": (500, "A model worker could not run the job"),
     "internal-error": (500, "Internal server error"),
 }
 _BY_STATUS = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
@@ -51,13 +62,14 @@ def type_uri(slug: str) -> str:
     return f"/problems/{slug}"
 
 
-def problem_response(slug: str, detail: str, instance: str = "", **extra) -> JSONResponse:
+def problem_response(slug: str, detail: str, instance: str = "", headers: dict | None = None,
+                     **extra) -> JSONResponse:
     status, title = CATALOGUE[slug]
     body = {"type": type_uri(slug), "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -74,6 +86,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidCodes)
     async def _codes(request: Request, error: InvalidCodes):
         return problem_response("invalid-codes", str(error), request.url.path)
+
+    @app.exception_handler(EngineBusy)
+    async def _busy(request: Request, error: EngineBusy):
+        return problem_response("busy", str(error), request.url.path,
+                                headers={"Retry-After": str(error.retry_after_s)})
+
+    @app.exception_handler(EngineUnavailable)
+    async def _unavailable(request: Request, error: EngineUnavailable):
+        return problem_response("engine-unavailable", str(error), request.url.path,
+                                headers={"Retry-After": "1"})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(request: Request, error: DeadlineExceeded):
+        return problem_response("deadline-exceeded", str(error), request.url.path)
+
+    @app.exception_handler(JobFailed)
+    async def _failed(request: Request, error: JobFailed):
+        slug = error.kind if error.kind in CATALOGUE else "job-failed"
+        return problem_response(slug, str(error), request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError):

@@ -19,6 +19,30 @@ class InvalidCodes(ValueError):
     """Codes a caller sent that do not fit the model (wrong sizes, not finite)."""
 
 
+class EngineBusy(RuntimeError):
+    """The queue is full: the caller should retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's transport (Redis) cannot be reached; it recovers by itself."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """A job was not answered before its deadline; it is dropped, not computed."""
+
+
+class JobFailed(RuntimeError):
+    """A worker gave up on a job. `kind`: "dead-lettered" or "job-failed"."""
+
+    def __init__(self, message: str, kind: str = "job-failed"):
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass
 class Codes:
     """Posterior of one or more clips: appearance (B, F); motion (B, T, Z); means and log-vars."""
@@ -39,6 +63,10 @@ class Engine(ABC):
     @abstractmethod
     def status(self) -> dict:
         """What /ready reports: provider in use, queue state."""
+
+    async def probe(self) -> dict:
+        """What /ready reports, after checking the transport; `ready: False` gives a 503."""
+        return {"ready": True, **self.status()}
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         pass

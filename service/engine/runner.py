@@ -59,6 +59,25 @@ class OnnxRunner:
         self.provider = self.sessions["encoder"].get_providers()[0]
         log.info("model %s loaded on %s", manifest.name, self.provider)
 
+    def check(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
+        """ValueError unless `inputs` are exactly what `graph` takes (names, float32, fixed axes).
+
+        For inputs from another process (a Redis worker's jobs), before they reach a batch.
+        """
+        if graph not in self.sessions:
+            raise ValueError(f"no graph {graph!r}; there are {sorted(self.sessions)}")
+        specs = {i.name: i for i in self.sessions[graph].get_inputs()}
+        if set(inputs) != set(specs):
+            raise ValueError(f"{graph} takes {sorted(specs)}, not {sorted(inputs)}")
+        for name, array in inputs.items():
+            expected = specs[name].shape  # ints are fixed axes, strings are dynamic ones
+            fits = array.ndim == len(expected) and all(
+                not isinstance(n, int) or n == m
+                for n, m in zip(expected, array.shape, strict=False))
+            if array.dtype != np.float32 or not fits:
+                raise ValueError(f"{graph}.{name} must be float32 {expected}, not "
+                                 f"{array.dtype} {list(array.shape)}")
+
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Blocking: one call of `graph` on float32 arrays with a leading batch axis."""
         outputs = self.sessions[graph].run(self.outputs[graph], inputs)

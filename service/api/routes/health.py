@@ -19,8 +19,15 @@ async def health() -> dict:
 
 @router.get("/ready")
 async def ready(engine: EngineDep) -> JSONResponse:
-    """The model is loaded: which onnxruntime provider runs it, and the queue's state."""
-    return JSONResponse({"status": "ready", "model": engine.manifest.name, **engine.status()})
+    """The model is loaded: which onnxruntime provider runs it, and the queue's state.
+
+    With the Redis engine: Redis reachable, queue length, pending jobs and the live workers with
+    their counts; 503 with a `reason` when Redis is down or no worker is beating.
+    """
+    info = await engine.probe()
+    ready = info.pop("ready")
+    body = {"status": "ready" if ready else "unavailable", "model": engine.manifest.name, **info}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response)

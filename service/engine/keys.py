@@ -1,0 +1,45 @@
+"""Every Redis key and name the Redis engine and its workers use, in one place.
+
+All keys are `<prefix>:<what>[:<id>]`, so one Redis can hold several deployments (or tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "workers"  # the consumer group every worker of a deployment joins
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "vdis"
+
+    @property
+    def jobs(self) -> str:
+        """Stream of model jobs: fields id, graph, deadline_ms, payload (service.engine.wire)."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: jobs delivered more than MAX_DELIVERIES times, and why."""
+        return f"{self.prefix}:dead"
+
+    def result(self, job_id: str) -> str:
+        """String: the packed outputs (or the failure) of one job, with a TTL."""
+        return f"{self.prefix}:result:{job_id}"
+
+    def reply(self, job_id: str) -> str:
+        """List the API request blocks on (BLPOP); a worker pushes once the result is set."""
+        return f"{self.prefix}:reply:{job_id}"
+
+    def worker(self, name: str) -> str:
+        """String: one worker's heartbeat (JSON counts), expiring when it stops beating."""
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    def async_job(self, job_id: str) -> str:
+        """Hash: an `?async=true` HTTP request's state and, once done, its whole answer."""
+        return f"{self.prefix}:async:{job_id}"

@@ -1,0 +1,131 @@
+"""The Redis engine: the API side of the queue. A transport only; workers run the model.
+
+One job per `infer` call: XADD to the jobs stream (arrays packed by service.engine.wire), then
+BLPOP on the job's reply list until the deadline; a worker (service.worker) sets the result key
+and pushes the reply. Redis errors become EngineUnavailable (503), a full queue EngineBusy (503
+with Retry-After), a missed deadline DeadlineExceeded (504).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.engine import wire
+from service.engine.base import (
+    DeadlineExceeded,
+    Engine,
+    EngineBusy,
+    EngineUnavailable,
+    JobFailed,
+)
+from service.engine.keys import GROUP, Keys
+from service.engine.manifest import load_manifest
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def connect(settings: Settings, read_timeout_s: float) -> aioredis.Redis:
+    """A client that fails fast: one immediate retry (a pooled connection a restart killed),
+    then the error. `read_timeout_s` must exceed the longest blocking call made on it."""
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=read_timeout_s, retry=Retry(NoBackoff(), 1), health_check_interval=10,
+    )
+
+
+def redis_address(client: aioredis.Redis) -> str:
+    """host:port/db, without credentials, for /ready and logs."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisEngine(Engine):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.manifest = load_manifest(settings.MODEL_DIR, settings.PRECISION)
+        self.keys = Keys(settings.REDIS_PREFIX)
+        self.redis = connect(settings, settings.REQUEST_TIMEOUT_S + 5.0)
+        self.address = redis_address(self.redis)
+
+    async def start(self) -> None:
+        try:
+            await self.redis.ping()
+        except REDIS_DOWN as error:  # not fatal: /ready says so and requests get 503 until it is up
+            log.warning("Redis at %s is not answering (%s); answering 503 until it is",
+                        self.address, error)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s, keys = self.settings, self.keys
+        job_id = uuid.uuid4().hex
+        deadline_s = time.time() + s.REQUEST_TIMEOUT_S
+        payload = wire.pack(inputs)
+        try:
+            queued = await self.redis.xlen(keys.jobs)
+            if queued >= s.QUEUE_MAX:
+                raise EngineBusy(f"{queued} jobs are queued, the limit is {s.QUEUE_MAX} "
+                                 "(VDIS_QUEUE_MAX); retry later", s.RETRY_AFTER_S)
+            await self.redis.xadd(keys.jobs, {"id": job_id, "graph": graph,
+                                              "deadline_ms": int(deadline_s * 1000),
+                                              "payload": payload})
+            reply = await self.redis.blpop([keys.reply(job_id)],
+                                           timeout=max(deadline_s - time.time(), 0.01))
+            if reply is None:
+                raise DeadlineExceeded(
+                    f"no worker answered the {graph} job within {s.REQUEST_TIMEOUT_S:g} s "
+                    "(VDIS_REQUEST_TIMEOUT_S); it was dropped. The workers are too busy or none "
+                    "is running")
+            packed = await self.redis.getdel(keys.result(job_id))
+        except REDIS_DOWN as error:
+            raise EngineUnavailable(f"Redis at {self.address} is unreachable ({error}); "
+                                    "retry when it is back") from error
+        if packed is None:  # the reply outlived the result's TTL: only on a badly stalled API
+            raise JobFailed(f"the result of {graph} job {job_id} expired before it was read")
+        meta, outputs = wire.unpack(packed)
+        if meta.get("status") != "ok":
+            raise JobFailed(meta.get("detail", "the worker gave no reason"),
+                            meta.get("status", "job-failed"))
+        return outputs
+
+    def status(self) -> dict:
+        return {"engine": "redis", "redis": self.address}
+
+    async def probe(self) -> dict:
+        """Redis reachable, queue length and pending jobs, live workers and their counts."""
+        info = {"engine": "redis", "redis": {"address": self.address, "connected": False}}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(self.keys.jobs)
+                pipe.xlen(self.keys.dead)
+                pipe.xpending(self.keys.jobs, GROUP)
+                length, dead, pending = await pipe.execute(raise_on_error=False)
+            names = [k async for k in self.redis.scan_iter(self.keys.worker_pattern, count=100)]
+            beats = await self.redis.mget(names) if names else []
+        except REDIS_DOWN as error:
+            return {"ready": False, "reason": f"Redis at {self.address} is unreachable: {error}",
+                    **info}
+        pending = 0 if isinstance(pending, ResponseError) else pending["pending"]  # no group yet
+        workers = sorted((json.loads(b) for b in beats if b), key=lambda w: w["name"])
+        info["redis"]["connected"] = True
+        info["queue"] = {"length": length, "pending": pending, "max": self.settings.QUEUE_MAX,
+                         "dead_letters": dead}
+        info["workers"] = workers
+        if not workers:
+            return {"ready": False, "reason": "no worker has sent a heartbeat recently "
+                    "(start one: python -m service.worker)", **info}
+        return {"ready": True, **info}

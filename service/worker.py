@@ -1,0 +1,329 @@
+"""The Redis worker: `python -m service.worker` (settings from the same VDIS_* variables).
+
+It reads up to MAX_BATCH jobs from the jobs stream as one consumer of the group, waiting at
+most MAX_WAIT_MS for the batch to fill, runs them through the same micro-batcher and
+onnxruntime runner as the in-process engine (one call per graph and shape), writes each result
+under its own key with a TTL, wakes the waiting API request and only then acknowledges. Jobs a
+dead worker left pending are claimed after CLAIM_IDLE_MS; a job delivered more than
+MAX_DELIVERIES times goes to the dead-letter stream and its client gets the reason. SIGTERM
+finishes the current batch, then stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from redis.exceptions import ResponseError
+
+from service.engine import wire
+from service.engine.batcher import MicroBatcher
+from service.engine.keys import GROUP, Keys
+from service.engine.local import build_runner
+from service.engine.redis_engine import REDIS_DOWN, connect, redis_address
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000  # longest wait for new jobs, so a stop request is seen within a second
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0  # reconnecting to Redis
+DEAD_LETTERS_KEPT = 10_000  # the dead-letter stream is trimmed to about this many entries
+
+
+@dataclass
+class Job:
+    entry_id: bytes
+    id: str
+    graph: str
+    deadline_ms: int
+    inputs: dict[str, np.ndarray]
+
+    @classmethod
+    def parse(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Job:
+        """A stream entry -> Job; ValueError (WireError) for anything malformed."""
+        try:
+            job_id, graph = fields[b"id"].decode(), fields[b"graph"].decode()
+            deadline_ms, payload = int(fields[b"deadline_ms"]), fields[b"payload"]
+        except (KeyError, UnicodeDecodeError) as error:
+            raise ValueError(f"entry {entry_id!r} lacks a field or is not text: {error}") from error
+        _, inputs = wire.unpack(payload)
+        return cls(entry_id, job_id, graph, deadline_ms, inputs)
+
+
+def failure(kind: str, detail: str) -> bytes:
+    return wire.pack({}, {"status": kind, "detail": detail})
+
+
+class Worker:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.keys = Keys(settings.REDIS_PREFIX)
+        self.name = settings.WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"
+        self.runner = build_runner(settings)
+        # No wait inside the batcher: the batch was already gathered from Redis, and all its
+        # jobs are submitted before the batcher's task runs, so each (graph, shape) group of the
+        # batch becomes one onnxruntime call of up to MAX_BATCH rows.
+        self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0, 1, self._on_batch)
+        self.redis = connect(settings, BLOCK_MS / 1000.0 + 10.0)
+        self.address = redis_address(self.redis)
+        self.stopping = asyncio.Event()
+        self.counts: Counter[str] = Counter()  # jobs, rows, calls, claimed, expired, ...
+        self.batch_rows: Counter[int] = Counter()  # rows in one onnxruntime call -> calls
+        self.started_s = time.time()
+        self.claim_every_s = min(settings.CLAIM_IDLE_MS / 2000.0, 1.0)
+        self._last_claim_s = 0.0
+        self._rate = (time.monotonic(), 0)  # (when, rows) at the previous heartbeat
+        self.rows_per_s = 0.0
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing the current batch")
+        self.stopping.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.batcher.start()
+        beat = None
+        delay_s, down = BACKOFF_MIN_S, False
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if beat is None:
+                        await self._create_group()
+                        beat = asyncio.create_task(self._heartbeat())
+                        log.info("worker %s reading %s on Redis %s", self.name, self.keys.jobs,
+                                 self.address)
+                    await self._step()
+                    if down:
+                        log.info("Redis at %s is back", self.address)
+                    delay_s, down = BACKOFF_MIN_S, False
+                except REDIS_DOWN as error:
+                    log.warning("Redis at %s is unreachable (%s); retrying in %.1f s",
+                                self.address, error, delay_s)
+                    down = True
+                    await self._sleep(delay_s)
+                    delay_s = min(delay_s * 2, BACKOFF_MAX_S)
+                except ResponseError as error:
+                    if "NOGROUP" not in str(error):
+                        raise
+                    log.warning("the consumer group is gone (Redis restarted?); recreating it")
+                    await self._create_group()
+        finally:
+            if beat is not None:
+                beat.cancel()
+            await self.batcher.stop()
+            try:
+                await self.redis.delete(self.keys.worker(self.name))
+            except REDIS_DOWN:
+                pass
+            await self.redis.aclose()
+            log.info("worker %s stopped after %d jobs", self.name, self.counts["jobs"])
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _create_group(self) -> None:
+        try:  # from id 0: jobs queued before the group existed are served too
+            await self.redis.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _step(self) -> None:
+        entries = []
+        if time.monotonic() - self._last_claim_s >= self.claim_every_s:
+            self._last_claim_s = time.monotonic()
+            entries = await self._claim_stale()
+        if not entries:
+            entries = await self._read()
+        if entries:
+            await self._handle(entries)
+
+    async def _read(self) -> list:
+        """Up to MAX_BATCH new entries: block for the first, then wait MAX_WAIT_MS for more."""
+        s = self.settings
+        block_ms = max(1, min(BLOCK_MS, int(self.claim_every_s * 1000)))
+        entries = await self._xread(s.MAX_BATCH, block_ms)
+        deadline = time.monotonic() + s.MAX_WAIT_MS / 1000.0
+        while entries and len(entries) < s.MAX_BATCH:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms < 1:  # BLOCK 0 would wait forever
+                break
+            more = await self._xread(s.MAX_BATCH - len(entries), left_ms)
+            if not more:
+                break
+            entries += more
+        return entries
+
+    async def _xread(self, count: int, block_ms: int) -> list:
+        found = await self.redis.xreadgroup(GROUP, self.name, {self.keys.jobs: ">"},
+                                            count=count, block=block_ms)
+        return list(found[0][1]) if found else []
+
+    async def _claim_stale(self) -> list:
+        """Entries other consumers left unacknowledged for CLAIM_IDLE_MS (they died)."""
+        s, jobs = self.settings, self.keys.jobs
+        _, claimed, deleted = await self.redis.xautoclaim(
+            jobs, GROUP, self.name, min_idle_time=s.CLAIM_IDLE_MS, start_id="0-0",
+            count=s.MAX_BATCH)
+        if deleted:
+            await self.redis.xack(jobs, GROUP, *deleted)
+        if not claimed:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in claimed:
+                pipe.xpending_range(jobs, GROUP, min=entry_id, max=entry_id, count=1)
+            pending = await pipe.execute()
+        self.counts["claimed"] += len(claimed)
+        log.warning("claimed %d jobs left pending for over %d ms by a stopped worker",
+                    len(claimed), s.CLAIM_IDLE_MS)
+        keep, poison = [], []
+        for (entry_id, fields), info in zip(claimed, pending, strict=True):
+            deliveries = info[0]["times_delivered"] if info else 1
+            (poison if deliveries > s.MAX_DELIVERIES else keep).append(
+                (entry_id, fields, deliveries))
+        if poison:
+            await self._dead_letter(poison)
+        return [(entry_id, fields) for entry_id, fields, _ in keep]
+
+    # -- answering --------------------------------------------------------------------------
+
+    async def _handle(self, entries: list) -> None:
+        now_ms = time.time() * 1000.0
+        answers: dict[bytes, tuple[str, bytes]] = {}  # entry id -> (job id, packed answer)
+        dropped: list[bytes] = []
+        jobs: list[Job] = []
+        for entry_id, fields in entries:
+            try:
+                job = Job.parse(entry_id, fields)
+                self.runner.check(job.graph, job.inputs)
+            except ValueError as error:
+                job_id = fields.get(b"id", b"").decode(errors="replace")
+                log.warning("job %s refused: %s", job_id or entry_id, error)
+                self.counts["failed"] += 1
+                if job_id:
+                    answers[entry_id] = (job_id, failure("job-failed", f"bad job: {error}"))
+                else:
+                    dropped.append(entry_id)
+                continue
+            if job.deadline_ms < now_ms:  # its client has had its 504: computing it helps nobody
+                self.counts["expired"] += 1
+                dropped.append(entry_id)
+                continue
+            jobs.append(job)
+        outputs = await asyncio.gather(*(self.batcher.submit(j.graph, j.inputs) for j in jobs),
+                                       return_exceptions=True)
+        for job, out in zip(jobs, outputs, strict=True):
+            if isinstance(out, BaseException):
+                out = await self._run_alone(job, out)
+            answers[job.entry_id] = (job.id, out if isinstance(out, bytes) else
+                                     wire.pack(out, {"status": "ok", "worker": self.name}))
+        self.counts["jobs"] += len(jobs)
+        await self._answer(answers, dropped)
+
+    async def _run_alone(self, job: Job, error: Exception) -> dict | bytes:
+        """A failed batch may have failed for one job: retry each alone to find which."""
+        try:
+            return await asyncio.to_thread(self.runner.run, job.graph, job.inputs)
+        except Exception as alone:  # the model's own error, stored as this job's result
+            log.exception("job %s (%s) failed: %s (in its batch: %s)", job.id, job.graph,
+                          alone, error)
+            self.counts["failed"] += 1
+            return failure("job-failed", f"the model failed on this {job.graph} job: {alone}")
+
+    async def _answer(self, answers: dict[bytes, tuple[str, bytes]], dropped: list[bytes]):
+        """Results under their own keys, then the wake-ups, then XACK + XDEL, in one MULTI."""
+        ttl_s = self.settings.RESULT_TTL_S
+        done = list(answers) + dropped
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job_id, packed in answers.values():
+                pipe.set(self.keys.result(job_id), packed, ex=ttl_s)
+                pipe.rpush(self.keys.reply(job_id), b"1")
+                pipe.expire(self.keys.reply(job_id), ttl_s)
+            if done:
+                pipe.xack(self.keys.jobs, GROUP, *done)
+                pipe.xdel(self.keys.jobs, *done)  # the payload is not kept once answered
+            await pipe.execute()
+
+    async def _dead_letter(self, poison: list) -> None:
+        answers = {}
+        for entry_id, fields, deliveries in poison:
+            job_id = fields.get(b"id", b"").decode(errors="replace")
+            graph = fields.get(b"graph", b"?").decode(errors="replace")
+            detail = (f"the {graph} job was delivered to workers {deliveries} times and never "
+                      f"finished (each stopped while running it, VDIS_MAX_DELIVERIES="
+                      f"{self.settings.MAX_DELIVERIES}); it is kept in the dead-letter stream "
+                      f"{self.keys.dead} as job {job_id}")
+            log.error("dead-lettering job %s after %d deliveries", job_id, deliveries)
+            await self.redis.xadd(self.keys.dead, {**fields, b"deliveries": deliveries,
+                                                   b"entry_id": entry_id, b"worker": self.name},
+                                  maxlen=DEAD_LETTERS_KEPT, approximate=True)
+            if job_id:
+                answers[entry_id] = (job_id, failure("dead-lettered", detail))
+            self.counts["dead_lettered"] += 1
+        await self._answer(answers, [e for e, *_ in poison if e not in answers])
+
+    # -- heartbeat and counts ---------------------------------------------------------------
+
+    def _on_batch(self, graph: str, rows: int, waits_s: list[float], run_s: float) -> None:
+        self.batch_rows[rows] += 1
+        self.counts["calls"] += 1
+        self.counts["rows"] += rows
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        when, rows = self._rate
+        if now - when > 0.1:
+            self.rows_per_s = (self.counts["rows"] - rows) / (now - when)
+            self._rate = (now, self.counts["rows"])
+        return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                "model": self.runner.manifest.name, "provider": self.runner.provider,
+                "started_s": self.started_s, "beat_s": time.time(),
+                "max_batch": self.settings.MAX_BATCH, "rows_per_s": round(self.rows_per_s, 2),
+                "counts": dict(self.counts),
+                "batch_rows": {str(k): v for k, v in sorted(self.batch_rows.items())}}
+
+    async def _heartbeat(self) -> None:
+        ttl_s = max(1, math.ceil(3 * self.settings.HEARTBEAT_S))
+        while True:
+            try:
+                await self.redis.set(self.keys.worker(self.name), json.dumps(self.snapshot()),
+                                     ex=ttl_s)
+            except REDIS_DOWN:
+                pass  # the main loop logs and backs off
+            await asyncio.sleep(self.settings.HEARTBEAT_S)
+
+
+async def serve(settings: Settings) -> None:
+    worker = Worker(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("VDIS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if not settings.REDIS_URL:
+        sys.exit("VDIS_REDIS_URL is not set: a worker needs the Redis the API queues jobs on")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
