@@ -164,10 +164,10 @@ def _export_one(module: nn.Module, spec: dict, inputs: tuple, path: Path, script
     # A wrapper made here is in training mode, and the exporter restores the mode it found,
     # which would flip the caller's model to training mode (batch-norm statistics!).
     module.eval()
-    if script:
-        module = torch.jit.script(module)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        warnings.simplefilter("ignore")  # TorchScript's and the legacy exporter's deprecation
+        if script:
+            module = torch.jit.script(module)
         torch.onnx.export(
             module, inputs, str(path), input_names=[i["name"] for i in spec["inputs"]],
             output_names=[o["name"] for o in spec["outputs"]], dynamic_axes=dynamic,

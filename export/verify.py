@@ -76,38 +76,54 @@ def reference(model: SequentialVAE, graph: str, inputs: dict[str, np.ndarray]) -
 
 def parity(model: SequentialVAE, model_dir: Path, batches=BATCHES, lengths=LENGTHS,
            seed: int = 0, threads: int = 1, progress=None) -> list[ParityRow]:
-    """Max abs difference ORT vs PyTorch (float32 model) for every graph and variant."""
+    """Max abs difference ORT vs PyTorch (float32 model) for every graph and variant.
+
+    PyTorch runs on `threads` threads too: on a busy machine its default thread pool is several
+    times slower than one thread.
+    """
     import json
 
     model = model.cpu().eval()
     model_dir = Path(model_dir)
     raw = json.loads((model_dir / "manifest.json").read_text())
-    entries = [(g, "float32", raw["graphs"][g]["file"], FP32_TOLERANCE) for g in GRAPHS]
-    for variant, graphs in raw.get("variants", {}).items():
-        entries += [(g, variant, graphs[g]["file"], float(graphs[g]["tolerance"]))
-                    for g in GRAPHS if g in graphs]
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     rows = []
-    for graph, variant, file, tolerance in entries:
-        sess = session(model_dir / file, threads)
-        names = [o.name for o in sess.get_outputs()]
-        rng = np.random.default_rng(seed)
-        worst, where = 0.0, (0, 0)
-        for b in batches:
-            for t in lengths:
-                inputs = graph_inputs(model, graph, b, t, rng)
-                expected = reference(model, graph, inputs)
-                got = sess.run(names, inputs)
-                for e, g in zip(expected, got, strict=True):
-                    if e.shape != g.shape:
-                        raise AssertionError(f"{file} at B={b}, T={t}: shape {g.shape}, "
-                                             f"PyTorch gives {e.shape}")
-                    diff = float(np.max(np.abs(e.astype(np.float64) - g)))
-                    if not diff <= worst:  # NaN sticks
-                        worst, where = diff, (b, t)
-        rows.append(ParityRow(graph, variant, worst, tolerance, where))
-        if progress:
-            progress(rows[-1])
+    try:
+        for graph in GRAPHS:
+            entries = [("float32", raw["graphs"][graph]["file"], FP32_TOLERANCE)]
+            entries += [(variant, graphs[graph]["file"], float(graphs[graph]["tolerance"]))
+                        for variant, graphs in raw.get("variants", {}).items() if graph in graphs]
+            rng = np.random.default_rng(seed)
+            cases = []
+            for b in batches:
+                for t in lengths:
+                    inputs = graph_inputs(model, graph, b, t, rng)
+                    cases.append(((b, t), inputs, reference(model, graph, inputs)))
+            for variant, file, tolerance in entries:
+                rows.append(_compare(graph, variant, model_dir / file, tolerance, cases, threads))
+                if progress:
+                    progress(rows[-1])
+    finally:
+        torch.set_num_threads(saved_threads)
     return rows
+
+
+def _compare(graph: str, variant: str, path: Path, tolerance: float, cases: list,
+             threads: int) -> ParityRow:
+    sess = session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    worst, where = 0.0, (0, 0)
+    for (b, t), inputs, expected in cases:
+        got = sess.run(names, inputs)
+        for e, g in zip(expected, got, strict=True):
+            if e.shape != g.shape:
+                raise AssertionError(f"{path.name} at B={b}, T={t}: shape {g.shape}, "
+                                     f"PyTorch gives {e.shape}")
+            diff = float(np.max(np.abs(e.astype(np.float64) - g)))
+            if not diff <= worst:  # NaN sticks
+                worst, where = diff, (b, t)
+    return ParityRow(graph, variant, worst, tolerance, where)
 
 
 def format_table(rows: list[ParityRow]) -> str:
