@@ -5,14 +5,16 @@ Run: python -m uvicorn service.app:app
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
 
+from service import jobs as async_jobs
 from service.api import problems
-from service.api.routes import codes, generate, health, swap
+from service.api.routes import codes, generate, health, jobs, swap
 from service.engine import build_engine
 from service.metrics import Metrics
 from service.settings import Settings, get_settings
@@ -31,9 +33,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = build_engine(settings, metrics.on_batch)
         await engine.start()
         app.state.engine = engine
+        app.state.jobs = async_jobs.build_store(engine, settings.ASYNC_RESULT_TTL_S)
+        app.state.async_tasks = set()
         try:
             yield
         finally:
+            for task in app.state.async_tasks:
+                task.cancel()
+            await asyncio.gather(*app.state.async_tasks, return_exceptions=True)
             await engine.close()
 
     # FastAPIOffline serves Swagger UI's JS and CSS from the package, not a CDN.
@@ -44,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     problems.install(app)
-    for module in (codes, swap, generate, health):
+    for module in (codes, swap, generate, jobs, health):
         app.include_router(module.router)
 
     @app.middleware("http")
@@ -56,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "too-large", f"the request body is {length} bytes; the limit is {limit}",
                 request.url.path)
         started = time.perf_counter()
-        response = await call_next(request)
+        if async_jobs.wants_async(request):
+            response = await async_jobs.submit(request)
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
@@ -23,6 +23,41 @@ class Metrics:
                                     ["graph"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
         self.inference = Histogram("vdis_inference_seconds", "one onnxruntime call", ["graph"],
                                    buckets=LATENCY_BUCKETS_S, registry=self.registry)
+
+        # The Redis engine's queue and workers, read from Redis at each scrape (engine.probe).
+        self.queue_length = Gauge("vdis_queue_length", "jobs in the Redis stream",
+                                  registry=self.registry)
+        self.queue_pending = Gauge("vdis_queue_pending", "jobs read by a worker, not yet acked",
+                                   registry=self.registry)
+        self.dead_letters = Gauge("vdis_dead_letters", "jobs in the dead-letter stream",
+                                  registry=self.registry)
+        self.workers = Gauge("vdis_workers", "workers with a live heartbeat",
+                             registry=self.registry)
+        self.worker_jobs = Gauge("vdis_worker_jobs", "jobs a worker answered since it started",
+                                 ["worker"], registry=self.registry)
+        self.worker_rows_per_s = Gauge("vdis_worker_rows_per_second",
+                                       "rows a worker ran per second, last heartbeat period",
+                                       ["worker"], registry=self.registry)
+        self.worker_batches = Gauge("vdis_worker_batches", "a worker's onnxruntime calls by rows",
+                                    ["worker", "rows"], registry=self.registry)
+
+    def on_engine(self, info: dict) -> None:
+        """Set the queue and worker gauges from engine.probe() (nothing for the local engine)."""
+        if "queue" not in info or "workers" not in info:
+            return
+        queue = info["queue"]
+        self.queue_length.set(queue["length"])
+        self.queue_pending.set(queue["pending"])
+        self.dead_letters.set(queue["dead_letters"])
+        self.workers.set(len(info["workers"]))
+        for gauge in (self.worker_jobs, self.worker_rows_per_s, self.worker_batches):
+            gauge.clear()  # workers that stopped beating disappear
+        for worker in info["workers"]:
+            name = worker["name"]
+            self.worker_jobs.labels(name).set(worker["counts"].get("jobs", 0))
+            self.worker_rows_per_s.labels(name).set(worker["rows_per_s"])
+            for rows, calls in worker["batch_rows"].items():
+                self.worker_batches.labels(name, rows).set(calls)
 
     def on_batch(self, graph: str, rows: int, waits_s: list[float], run_s: float) -> None:
         """The batcher's hook (service.engine.batcher.BatchObserver)."""

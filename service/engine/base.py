@@ -31,7 +31,7 @@ class EngineUnavailable(RuntimeError):
     """The engine's transport (Redis) cannot be reached; it recovers by itself."""
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(RuntimeError):
     """A job was not answered before its deadline; it is dropped, not computed."""
 
 

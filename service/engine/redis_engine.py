@@ -85,15 +85,15 @@ class RedisEngine(Engine):
                                               "payload": payload})
             reply = await self.redis.blpop([keys.reply(job_id)],
                                            timeout=max(deadline_s - time.time(), 0.01))
-            if reply is None:
-                raise DeadlineExceeded(
-                    f"no worker answered the {graph} job within {s.REQUEST_TIMEOUT_S:g} s "
-                    "(VDIS_REQUEST_TIMEOUT_S); it was dropped. The workers are too busy or none "
-                    "is running")
-            packed = await self.redis.getdel(keys.result(job_id))
+            packed = None if reply is None else await self.redis.getdel(keys.result(job_id))
         except REDIS_DOWN as error:
             raise EngineUnavailable(f"Redis at {self.address} is unreachable ({error}); "
                                     "retry when it is back") from error
+        if reply is None:
+            raise DeadlineExceeded(
+                f"no worker answered the {graph} job within {s.REQUEST_TIMEOUT_S:g} s "
+                "(VDIS_REQUEST_TIMEOUT_S); it was dropped. The workers are too busy or none "
+                "is running")
         if packed is None:  # the reply outlived the result's TTL: only on a badly stalled API
             raise JobFailed(f"the result of {graph} job {job_id} expired before it was read")
         meta, outputs = wire.unpack(packed)

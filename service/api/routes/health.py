@@ -31,8 +31,9 @@ async def ready(engine: EngineDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(m: MetricsDep) -> Response:
-    """Prometheus text format."""
+async def metrics(m: MetricsDep, engine: EngineDep) -> Response:
+    """Prometheus text format; with the Redis engine also the queue and each worker's counts."""
+    m.on_engine(await engine.probe())
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,0 +1,26 @@
+"""GET /jobs/{id}: the state, then the answer, of a request sent with `?async=true`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.api.problems import Problem
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs/{job_id}")
+async def job(job_id: str, request: Request) -> Response:
+    """`{"status": "queued" | "running"}` while it runs, then the request's own answer.
+
+    POST /encode, /decode, /swap or /generate with `?async=true` answers 202 at once with the
+    job's URL (also in `Location`); answers are kept VDIS_ASYNC_RESULT_TTL_S seconds.
+    """
+    record = await request.app.state.jobs.get(job_id)
+    if record is None:
+        raise Problem("not-found", f"no job {job_id!r} (unknown, or its answer expired)")
+    state, body = record
+    if state["status"] != "done":
+        return JSONResponse({"id": job_id, "status": state["status"]})
+    return Response(body, status_code=state["code"], headers=state["headers"])
