@@ -140,9 +140,9 @@ def test_concurrent_clients_share_one_call(model_dir, prefix, worker, remote):
         engine = RedisEngine(settings)
         await engine.start()
         try:
-            rng = np.random.default_rng(0)
-            f = rng.standard_normal((16, 32)).astype(np.float32)
-            z = rng.standard_normal((16, 8, 16)).astype(np.float32)
+            rng, m = np.random.default_rng(0), engine.manifest
+            f = rng.standard_normal((16, m.appearance_dim)).astype(np.float32)  # (16, F)
+            z = rng.standard_normal((16, 8, m.motion_dim)).astype(np.float32)  # (16, T, Z)
             together = await asyncio.gather(*[engine.decode(f[i:i + 1], z[i:i + 1])
                                               for i in range(16)])
             return np.concatenate(together), await engine.decode(f, z)
