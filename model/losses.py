@@ -65,3 +65,13 @@ def mutual_information(
     log_z = torch.logsumexp(log_qz, 1) - log_norm  # (B, T)
     log_fz = torch.logsumexp(log_qf[..., None] + log_qz, 1) - log_norm  # (B, T)
     return (log_fz - log_f[:, None] - log_z).mean()
+
+
+def swap_cycle(f_of_swap: torch.Tensor, f_mean: torch.Tensor) -> torch.Tensor:
+    """Squared distance between f re-encoded from decode(f_A, z_B) and f_A (B, F), per clip.
+
+    The motion codes of a plain sequential VAE soak up appearance too (shapes tell the class);
+    then a swap shows B's look. Asking the swap to re-encode to A's appearance code makes the
+    decoder take the look from f. The target is detached so f cannot collapse to meet it.
+    """
+    return ((f_of_swap - f_mean.detach()) ** 2).sum(-1).mean()

@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this budget")
     for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
-                 "mutual_information"):
+                 "mutual_information", "swap_cycle"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(LossConfig(), name))
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
-        mutual_information=a.mutual_information, kl_warmup_steps=a.kl_warmup_steps)
+        mutual_information=a.mutual_information, swap_cycle=a.swap_cycle,
+        kl_warmup_steps=a.kl_warmup_steps)
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
@@ -108,6 +109,11 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         terms["triplet"] = losses.static_consistency(
             anchor.float(), positive.float(), anchor.roll(1, 0).float(), lc.triplet_margin)
         total = total + lc.static_consistency * terms["triplet"]
+    if lc.swap_cycle > 0:
+        swapped = model.decode(out["f"], out["z"].roll(1, 0))  # appearance of A, motion of B
+        f_of_swap, _ = model.encode_appearance(swapped)
+        terms["cycle"] = losses.swap_cycle(f_of_swap.float(), out["f_mean"].float())
+        total = total + lc.swap_cycle * terms["cycle"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
         total = total + lc.dynamic_prediction * terms["flow"]
