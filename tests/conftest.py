@@ -29,3 +29,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     export_model(tiny_model(), out, name="tiny-dsvae",
                  meta={"dataset": "sprites", "commit": "test"})
     return out
+
+
+@pytest.fixture(scope="session")
+def service_url(request) -> str:
+    """The URL of a real `vdis serve` on the tiny model (VDIS_TEST_MODEL_DIR overrides it)."""
+    import os
+
+    from tests.liveservice import running_service
+
+    model_dir = os.environ.get("VDIS_TEST_MODEL_DIR") or request.getfixturevalue("tiny_model_dir")
+    with running_service(Path(model_dir)) as url:
+        yield url

@@ -50,15 +50,9 @@ def encode(video: np.ndarray, fmt: str = "mp4", fps: int = 8, faststart: bool = 
 
 def sprite_clip(character: int = 0, motion: int = 0) -> np.ndarray:
     """(8, 64, 64, 3) uint8: one Sprites clip composed from the shipped LPC sheets."""
-    from model.data import sprites as s
+    from model.data import sprites
 
-    body, bottom, top, hair = s.character_attributes(character)
-    cells = s.motion_cells(motion)
-    rgb = np.zeros((len(cells), s.CELL, s.CELL, 3), np.float32)
-    for folder, index in zip(s.LAYER_DIRS, (body, bottom, top, hair), strict=True):
-        rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / folder / f"{index}.png"), cells))
-    rgb = s._over(rgb, s._cells(s._read_sheet(s.SHEETS / s.SHOES), cells))
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return sprites.render_clip(character, motion)
 
 
 def unknown_codec() -> bytes:

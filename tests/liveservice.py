@@ -1,0 +1,59 @@
+"""A real service in a subprocess (`python -m vdis serve`), for the client, CLI and web tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_service(model_dir: Path, ready_timeout_s: float = 120.0) -> Iterator[str]:
+    """Start `vdis serve` on a free port with the in-process engine; yield its URL once ready."""
+    port = free_port()
+    env = {**os.environ, "VDIS_MODEL_DIR": str(model_dir), "VDIS_REDIS_URL": "",
+           "VDIS_INTRA_OP_THREADS": "1", "VDIS_INTER_OP_THREADS": "1"}
+    log = open(os.devnull, "wb") if not os.environ.get("VDIS_TEST_SERVER_LOG") else None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vdis", "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vdis serve exited with {process.returncode} "
+                                   "(VDIS_TEST_SERVER_LOG=1 shows its log)")
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vdis serve not ready after {ready_timeout_s} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log:
+            log.close()
