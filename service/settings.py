@@ -19,8 +19,18 @@ class Settings(BaseSettings):
 
     # The model
     MODEL_DIR: Path = REPO / "models" / "sprites"
-    PRECISION: Literal["float32", "float16"] = "float32"  # float16 uses the manifest's variants
+    # float16: the manifest's variants everywhere; auto: float32, except on CUDA where a graph
+    # runs its float16 variant when it is within the variant's tolerance on that device
+    PRECISION: Literal["auto", "float32", "float16"] = "auto"
     PROVIDERS: str = ""  # comma-separated onnxruntime providers; empty: CUDA if usable, then CPU
+    REQUIRE_GPU: bool = False  # fail at start unless the sessions really run on CUDA
+    CUDA_DEVICE_ID: int = Field(0, ge=0)
+    # cuDNN convolution algorithm search (onnxruntime's cudnn_conv_algo_search): HEURISTIC picks
+    # at once; EXHAUSTIVE (onnxruntime's default) benchmarks on each new input shape
+    CUDNN_CONV_ALGO_SEARCH: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
+    # batch sizes run once per graph at startup (T = the model's seq_len), comma-separated;
+    # empty: 1 and MAX_BATCH on CUDA, none on CPU; "none": no warm-up
+    WARMUP_BATCHES: str = ""
     INTRA_OP_THREADS: int = Field(0, ge=0)  # 0: onnxruntime's default
     INTER_OP_THREADS: int = Field(0, ge=0)
 

@@ -7,10 +7,14 @@ under its own key with a TTL, wakes the waiting API request and only then acknow
 dead worker left pending are claimed after CLAIM_IDLE_MS; a job delivered more than
 MAX_DELIVERIES times goes to the dead-letter stream and its client gets the reason. SIGTERM
 finishes the current batch, then stops.
+
+`python -m service.worker --check` is the container's health check: it exits 0 when a worker on
+this host has a fresh heartbeat in Redis (the API counts only those), else 1 with the reason.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -291,7 +295,7 @@ class Worker:
             self.rows_per_s = (self.counts["rows"] - rows) / (now - when)
             self._rate = (now, self.counts["rows"])
         return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "model": self.runner.manifest.name, "provider": self.runner.provider,
+                "model": self.runner.manifest.name, **self.runner.status(),
                 "started_s": self.started_s, "beat_s": time.time(),
                 "max_batch": self.settings.MAX_BATCH, "rows_per_s": round(self.rows_per_s, 2),
                 "counts": dict(self.counts),
@@ -316,12 +320,47 @@ async def serve(settings: Settings) -> None:
     await worker.run()
 
 
-def main() -> None:
+def check(settings: Settings) -> str:
+    """The fresh heartbeat of a worker on this host (its name), or RuntimeError saying why not.
+
+    Fresh: beaten within 3 HEARTBEAT_S, which is also how long the key lives.
+    """
+    import redis
+
+    keys, host = Keys(settings.REDIS_PREFIX), socket.gethostname()
+    try:
+        with redis.Redis.from_url(settings.REDIS_URL,
+                                  socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
+                                  socket_timeout=settings.REDIS_CONNECT_TIMEOUT_S) as client:
+            names = list(client.scan_iter(keys.worker_pattern, count=100))
+            beats = [json.loads(b) for b in client.mget(names) if b] if names else []
+    except REDIS_DOWN as error:
+        raise RuntimeError(f"Redis at {settings.REDIS_URL} is unreachable: {error}") from error
+    oldest_s = time.time() - 3 * settings.HEARTBEAT_S
+    fresh = [b["name"] for b in beats if b.get("host") == host and b["beat_s"] >= oldest_s]
+    if not fresh:
+        raise RuntimeError(f"no worker on host {host} has beaten in the last "
+                           f"{3 * settings.HEARTBEAT_S:g} s under {keys.worker_pattern}")
+    return fresh[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if a worker on this host is beating, else 1 (health check)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("VDIS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if not settings.REDIS_URL:
         sys.exit("VDIS_REDIS_URL is not set: a worker needs the Redis the API queues jobs on")
+    if args.check:
+        try:
+            print(f"worker {check(settings)} is beating")
+        except RuntimeError as error:
+            sys.exit(f"unhealthy: {error}")
+        return
     asyncio.run(serve(settings))
 
 

@@ -14,8 +14,28 @@ from service.settings import Settings
 def build_runner(settings: Settings) -> OnnxRunner:
     """Load and verify the model folder named by the settings (RuntimeError if it is broken)."""
     manifest = load_manifest(settings.MODEL_DIR, settings.PRECISION)
-    return OnnxRunner(manifest, choose_providers(settings.PROVIDERS),
-                      settings.INTRA_OP_THREADS, settings.INTER_OP_THREADS)
+    return OnnxRunner(manifest, choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU),
+                      settings.INTRA_OP_THREADS, settings.INTER_OP_THREADS,
+                      require_gpu=settings.REQUIRE_GPU, device_id=settings.CUDA_DEVICE_ID,
+                      conv_algo_search=settings.CUDNN_CONV_ALGO_SEARCH,
+                      max_batch=settings.MAX_BATCH,
+                      warmup_batches=warmup_batches(settings.WARMUP_BATCHES))
+
+
+def warmup_batches(setting: str) -> list[int] | None:
+    """VDIS_WARMUP_BATCHES -> batch sizes; None (empty setting): the runner's default."""
+    if not setting.strip():
+        return None
+    if setting.strip().lower() == "none":
+        return []
+    try:
+        sizes = [int(b) for b in setting.split(",") if b.strip()]
+    except ValueError as error:
+        raise RuntimeError(f"VDIS_WARMUP_BATCHES={setting!r} is not comma-separated batch "
+                           "sizes (e.g. 1,16), empty or none") from error
+    if any(b < 1 for b in sizes):
+        raise RuntimeError(f"VDIS_WARMUP_BATCHES={setting!r}: batch sizes must be >= 1")
+    return sizes
 
 
 class LocalEngine(Engine):
@@ -35,4 +55,4 @@ class LocalEngine(Engine):
         return await self.batcher.submit(graph, inputs)
 
     def status(self) -> dict:
-        return {"engine": "local", "provider": self.runner.provider, "queue": self.batcher.state()}
+        return {"engine": "local", **self.runner.status(), "queue": self.batcher.state()}

@@ -17,7 +17,11 @@ PUBLIC_KEYS = ("format_version", "name", "architecture", "config", "appearance_d
 
 @dataclass(frozen=True)
 class Manifest:
-    """A checked manifest: `files` maps graph name -> ONNX path for the chosen precision."""
+    """A checked manifest: `files` maps graph name -> ONNX path for the chosen precision.
+
+    `precision` "auto" loads the float32 graphs; the runner may switch a graph to its float16
+    variant on CUDA (service.engine.runner).
+    """
 
     folder: Path
     raw: dict
@@ -47,6 +51,12 @@ class Manifest:
     @property
     def max_frames(self) -> int:
         return int(self.raw.get("max_frames", 64))
+
+    def variant_files(self, variant: str) -> dict[str, tuple[Path, float]]:
+        """graph -> (ONNX path, tolerance vs float32) of one variant; only the graphs it has."""
+        graphs = self.raw.get("variants", {}).get(variant, {})
+        return {name: (self.folder / spec["file"], float(spec["tolerance"]))
+                for name, spec in graphs.items() if name in GRAPHS}
 
     def public(self) -> dict:
         shown = {k: self.raw[k] for k in PUBLIC_KEYS if k in self.raw}
@@ -92,7 +102,7 @@ def load_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
                 f"{file}: SHA-256 {digest} differs from the manifest's {spec.get('sha256')} "
                 f"({where}); the model folder is corrupt or was edited"
             )
-    if precision == "float32":
+    if precision in ("float32", "auto"):  # auto: float32, the runner may swap graphs on CUDA
         chosen = raw["graphs"]
     else:
         chosen = raw.get("variants", {}).get(precision, {})
