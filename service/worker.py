@@ -344,18 +344,14 @@ def check(settings: Settings) -> str:
     return fresh[0]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 0 if a worker on this host is beating, else 1 (health check)")
-    args = parser.parse_args(argv)
+def main(health_check: bool = False) -> None:
+    """Run a worker (or, with `health_check`, exit 0/1 on this host's heartbeat) from VDIS_*."""
     logging.basicConfig(level=os.environ.get("VDIS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if not settings.REDIS_URL:
         sys.exit("VDIS_REDIS_URL is not set: a worker needs the Redis the API queues jobs on")
-    if args.check:
+    if health_check:
         try:
             print(f"worker {check(settings)} is beating")
         except RuntimeError as error:
@@ -364,5 +360,14 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(serve(settings))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """`python -m service.worker [--check]` (`vdis worker` calls main() with its own options)."""
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if a worker on this host is beating, else 1 (health check)")
+    main(health_check=parser.parse_args(argv).check)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
