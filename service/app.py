@@ -10,11 +10,12 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from service import jobs as async_jobs
 from service.api import problems
-from service.api.routes import codes, generate, health, jobs, swap
+from service.api.routes import codes, generate, health, jobs, page, swap
 from service.engine import build_engine
 from service.metrics import Metrics
 from service.settings import Settings, get_settings
@@ -51,8 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     problems.install(app)
-    for module in (codes, swap, generate, jobs, health):
+    for module in (codes, swap, generate, jobs, health, page):
         app.include_router(module.router)
+    # The web page's scripts, styles and sample clips (plain files, nothing from a CDN).
+    app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

@@ -1,0 +1,18 @@
+"""GET /: the web page (static files in service/static, served under /static)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def page() -> FileResponse:
+    """Try the model in a browser: swaps, generated motions, a grid of every pairing."""
+    return FileResponse(STATIC / "index.html", media_type="text/html")

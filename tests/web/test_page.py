@@ -1,0 +1,135 @@
+"""The web page in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Loads the page from a real `vdis serve`, uploads two clips, waits for the swaps and checks that
+the result <video> elements have decoded frames of the right size; a screenshot of the page is
+written to artifacts/web-page.png. Skipped when chromium or playwright is missing (.ci/run
+installs both).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.settings import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+ARTIFACTS = REPO / "artifacts"
+SAMPLES = sorted((REPO / "service" / "static" / "samples").glob("*.mp4"))
+SCALE = 4  # service/static/app.js asks for results upscaled by this
+TIMEOUT_MS = 120_000  # the CPU may be shared with other work
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, service_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(service_url + "/")
+    page.wait_for_function("document.querySelectorAll('.samples button').length >= 8")
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def decoded(page, selector: str) -> dict:
+    """Wait until the <video> has a decoded frame; its size, readyState and playback time."""
+    page.wait_for_function(
+        f"(() => {{ const v = document.querySelector('{selector}');"
+        " return v && v.src && v.readyState >= 2 && v.videoWidth > 0; })()",
+        timeout=TIMEOUT_MS)
+    return page.eval_on_selector(selector, "v => ({width: v.videoWidth, height: v.videoHeight, "
+                                           "ready: v.readyState, error: v.error && v.error.code})")
+
+
+def test_upload_two_clips_and_see_both_swaps(page, service_url):
+    model = page.evaluate("fetch('/model').then(r => r.json())")
+    size = model["frame_size"] * SCALE
+    page.set_input_files("#file-a", str(SAMPLES[0]))
+    page.set_input_files("#file-b", str(SAMPLES[1]))
+    for original in ("#original-a", "#original-b"):
+        assert decoded(page, original)["width"] == 256  # the samples are 64 x 4 pixels wide
+    page.click("#swap-button")
+    assert page.is_visible("#swap-status .busy")  # progress shows while the service works
+    for result in ("#result-ab", "#result-ba"):
+        video = decoded(page, result)
+        assert video == {"width": size, "height": size, "ready": video["ready"], "error": None}
+        assert video["ready"] >= 2
+    page.wait_for_selector("#swap-status .busy", state="detached", timeout=TIMEOUT_MS)
+    assert page.inner_text("#swap-status") == ""
+    # the results loop: playback moves on
+    page.wait_for_function("document.querySelector('#result-ab').currentTime > 0",
+                           timeout=TIMEOUT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+
+
+def test_samples_generate_and_grid(page):
+    page.click(".samples[data-slot=a] button >> nth=2")
+    page.click(".samples[data-slot=b] button >> nth=3")
+    page.click("#swap-button")
+    decoded(page, "#result-ba")
+
+    page.select_option("#generate-source", "slot:a")
+    page.fill("#generate-n", "4")
+    page.fill("#generate-seed", "5")
+    page.click("#generate-button")
+    video = decoded(page, "#generated")
+    size = page.evaluate("fetch('/model').then(r => r.json())")["frame_size"] * SCALE
+    assert (video["width"], video["height"]) == (2 * size, 2 * size)  # 4 results tiled 2 x 2
+    assert "seed 5" in page.inner_text("#generated-caption")
+
+    page.click("#grid-button")  # the four samples are ticked by default
+    page.wait_for_function("document.querySelectorAll('#grid td video').length === 16",
+                           timeout=TIMEOUT_MS)
+    assert "4 × 4 grid" in page.inner_text("#grid-status")
+    # every cell decoded (Chromium pauses muted videos scrolled out of view, so no playback check)
+    page.wait_for_function("[...document.querySelectorAll('#grid video')].every("
+                           "v => v.readyState >= 2)", timeout=TIMEOUT_MS)
+    cell = decoded(page, "#grid tr:nth-child(3) td:nth-child(4) video")
+    assert (cell["width"], cell["height"]) == (size, size)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-page-grid.png"), full_page=True)
+
+
+def test_api_errors_are_shown_in_words(page, tmp_path):
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_bytes(b"these are notes, not a video")
+    page.set_input_files("#file-a", str(not_a_video))
+    page.set_input_files("#file-b", str(SAMPLES[1]))
+    page.click("#swap-button")
+    alert = page.wait_for_selector("#swap-status .error[role=alert]", timeout=TIMEOUT_MS)
+    assert alert.inner_text().startswith("The upload is not a video FFmpeg can read:")
+    assert not page.is_disabled("#swap-button")  # the user can fix the input and retry
+
+
+def test_the_page_needs_nothing_from_outside(service_url):
+    import httpx
+
+    html = httpx.get(service_url + "/").text
+    assert "http://" not in html and "https://" not in html
+    for asset in ("/static/app.js", "/static/style.css", "/static/samples/index.json"):
+        response = httpx.get(service_url + asset)
+        assert response.status_code == 200, asset
+        assert "https://" not in response.text, asset
+    assert httpx.get(service_url + "/docs").status_code == 200
+    assert httpx.get(service_url + "/health").json() == {"status": "ok"}
+    missing = httpx.get(service_url + "/static/nope.js")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
