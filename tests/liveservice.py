@@ -23,11 +23,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(model_dir: Path, ready_timeout_s: float = 120.0) -> Iterator[str]:
-    """Start `vdis serve` on a free port with the in-process engine; yield its URL once ready."""
+def running_service(model_dir: Path, ready_timeout_s: float = 120.0,
+                    env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start `vdis serve` on a free port; yield its URL once /ready says so.
+
+    The in-process engine unless `env` (VDIS_* variables, applied last) says otherwise.
+    """
     port = free_port()
     env = {**os.environ, "VDIS_MODEL_DIR": str(model_dir), "VDIS_REDIS_URL": "",
-           "VDIS_INTRA_OP_THREADS": "1", "VDIS_INTER_OP_THREADS": "1"}
+           "VDIS_INTRA_OP_THREADS": "1", "VDIS_INTER_OP_THREADS": "1", **(env or {})}
     log = open(os.devnull, "wb") if not os.environ.get("VDIS_TEST_SERVER_LOG") else None
     process = subprocess.Popen(
         [sys.executable, "-m", "vdis", "serve", "--port", str(port), "--log-level", "warning"],
