@@ -167,19 +167,26 @@ def test_delegated_commands_say_when_torch_is_missing():
     assert "pip install -e '.[train]'" in result.stderr
 
 
-def test_export_a_tiny_checkpoint_and_serve_it(tmp_path):
+def test_train_export_and_serve_a_tiny_model(tmp_path):
+    """vdis train (one epoch on the four sample clips) -> vdis export -> vdis serve -> encode."""
     pytest.importorskip("torch")
-    from model.checkpoint import save_model
-    from tests.conftest import tiny_model
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for sample in SAMPLES:
+        (clips / sample.name).write_bytes(sample.read_bytes())
+    run = tmp_path / "run"
+    ok(vdis("train", "--dataset", f"folder:{clips}", "--epochs", 1, "--batch-size", 4,
+            "--width", 8, "--hidden", 32, "--appearance-dim", 8, "--motion-dim", 4,
+            "--threads", 1, "--no-bf16", "--out", run,
+            env={"VDIS_CACHE": str(tmp_path / "cache")}))  # flow labels: not the repo's .cache
+    assert (run / "model.safetensors").exists() and (run / "swaps.png").exists()
 
-    checkpoint = tmp_path / "model.safetensors"
-    save_model(tiny_model(seed=3), checkpoint, meta={"dataset": "sprites", "commit": "test"})
     out = tmp_path / "exported"
-    result = ok(vdis("export", checkpoint, out, "--no-fp16", "--name", "cli-export"))
-    assert "cli-export, 3 graphs" in result.stdout
+    result = ok(vdis("export", run / "model.safetensors", out, "--no-fp16", "--name", "cli"))
+    assert "cli, 3 graphs" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["name"] == "cli-export" and set(manifest["graphs"]) == {
-        "encoder", "decoder", "prior"}
+    assert manifest["name"] == "cli" and set(manifest["graphs"]) == {"encoder", "decoder",
+                                                                      "prior"}
     with running_service(out) as url:
         codes = json.loads(ok(vdis("encode", SAMPLES[1], url=url)).stdout)
-    assert codes["model"] == "cli-export"
+    assert codes["model"] == "cli" and np.array(codes["motion"]["mean"]).shape == (8, 4)
