@@ -108,6 +108,18 @@ def test_samples_generate_and_grid(page):
     page.screenshot(path=str(ARTIFACTS / "web-page-grid.png"), full_page=True)
 
 
+def test_a_dropped_file_fills_a_slot(page):
+    data = list(SAMPLES[3].read_bytes())
+    transfer = page.evaluate_handle(
+        "bytes => { const t = new DataTransfer();"
+        " t.items.add(new File([new Uint8Array(bytes)], 'dropped.mp4', {type: 'video/mp4'}));"
+        " return t; }", data)
+    page.dispatch_event("label[for=file-b]", "drop", {"dataTransfer": transfer})
+    assert decoded(page, "#original-b")["width"] == 256
+    assert page.get_attribute("#original-b", "title") == "dropped.mp4"
+    assert "Video B (dropped.mp4)" in page.inner_text("#generate-source")
+
+
 def test_api_errors_are_shown_in_words(page, tmp_path):
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_bytes(b"these are notes, not a video")
