@@ -48,30 +48,34 @@ def dynamic_prediction(flow_logits: torch.Tensor, flow_labels: torch.Tensor) -> 
 
 def mutual_information(
     f: torch.Tensor, f_mean: torch.Tensor, f_logvar: torch.Tensor,
-    z: torch.Tensor, z_mean: torch.Tensor, z_logvar: torch.Tensor, dataset_size: int,
+    z: torch.Tensor, z_mean: torch.Tensor, z_logvar: torch.Tensor,
 ) -> torch.Tensor:
-    """I(f; z_t) estimated by minibatch-weighted sampling (Chen et al. 2018), averaged over t.
+    """I(f; z_t) estimated on the minibatch (as S3VAE / beta-TCVAE), averaged over t.
 
     f, f_mean, f_logvar: (B, F); z, z_mean, z_logvar: (B, T, Z).
-    log q(f_i) ~ logsumexp_j log q(f_i | x_j) - log(B * N), and likewise for z_t and (f, z_t).
+    log q(f_i) ~ logsumexp_j log q(f_i | x_j) - log B, and likewise for z_t and (f, z_t).
+    Minibatch-weighted sampling divides by B * N instead of B in all three; that only shifts
+    the estimate by log N (same gradients), and with B it reads as nats: 0 when z_t says
+    nothing about f, up to log B when one determines the other.
     """
     b = f.shape[0]
-    log_norm = math.log(b * dataset_size)
     # (B, B): row i scored under clip j's posterior
     log_qf = gaussian_log_density(f[:, None], f_mean[None], f_logvar[None]).sum(-1)
     # (B, B, T)
     log_qz = gaussian_log_density(z[:, None], z_mean[None], z_logvar[None]).sum(-1)
-    log_f = torch.logsumexp(log_qf, 1) - log_norm  # (B,)
-    log_z = torch.logsumexp(log_qz, 1) - log_norm  # (B, T)
-    log_fz = torch.logsumexp(log_qf[..., None] + log_qz, 1) - log_norm  # (B, T)
+    log_f = torch.logsumexp(log_qf, 1) - math.log(b)  # (B,)
+    log_z = torch.logsumexp(log_qz, 1) - math.log(b)  # (B, T)
+    log_fz = torch.logsumexp(log_qf[..., None] + log_qz, 1) - math.log(b)  # (B, T)
     return (log_fz - log_f[:, None] - log_z).mean()
 
 
-def swap_cycle(f_of_swap: torch.Tensor, f_mean: torch.Tensor) -> torch.Tensor:
-    """Squared distance between f re-encoded from decode(f_A, z_B) and f_A (B, F), per clip.
+def swap_cycle(f_of_swap: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor,
+               margin: float) -> torch.Tensor:
+    """Triplet on f re-encoded from decode(f_A, z_B): near f_A, farther from f_B. (B, F) each.
 
-    The motion codes of a plain sequential VAE soak up appearance too (shapes tell the class);
-    then a swap shows B's look. Asking the swap to re-encode to A's appearance code makes the
-    decoder take the look from f. The target is detached so f cannot collapse to meet it.
+    The motion codes of a sequential VAE soak up appearance too (a character's shapes tell
+    its classes); then a swap shows B's look. Asking the swap to re-encode nearer to A's
+    appearance code than to B's makes the decoder take the look from f. The targets are
+    detached, and the triplet (not a plain distance) cannot be met by a constant f.
     """
-    return ((f_of_swap - f_mean.detach()) ** 2).sum(-1).mean()
+    return F.triplet_margin_loss(f_of_swap, f_a.detach(), f_b.detach(), margin=margin)

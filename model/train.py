@@ -90,8 +90,8 @@ def git_commit() -> str:
 
 
 def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torch.Tensor,
-                   flow: torch.Tensor | None, cfg: TrainConfig, kl_scale: float,
-                   dataset_size: int) -> dict[str, torch.Tensor]:
+                   flow: torch.Tensor | None, cfg: TrainConfig,
+                   kl_scale: float) -> dict[str, torch.Tensor]:
     lc = cfg.loss
     out = model(video, motion_input)
     terms = {
@@ -112,7 +112,9 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
     if lc.swap_cycle > 0:
         swapped = model.decode(out["f"], out["z"].roll(1, 0))  # appearance of A, motion of B
         f_of_swap, _ = model.encode_appearance(swapped)
-        terms["cycle"] = losses.swap_cycle(f_of_swap.float(), out["f_mean"].float())
+        f_a = out["f_mean"].float()
+        terms["cycle"] = losses.swap_cycle(f_of_swap.float(), f_a, f_a.roll(1, 0),
+                                           lc.triplet_margin)
         total = total + lc.swap_cycle * terms["cycle"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
@@ -120,7 +122,7 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
     if lc.mutual_information > 0:
         terms["mi"] = losses.mutual_information(
             out["f"].float(), out["f_mean"].float(), out["f_logvar"].float(),
-            out["z"].float(), out["z_mean"].float(), out["z_logvar"].float(), dataset_size)
+            out["z"].float(), out["z_mean"].float(), out["z_logvar"].float())
         total = total + lc.mutual_information * terms["mi"]
     terms["loss"] = total
     return terms
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> Path:
                 group["lr"] = lr_at(step)
             kl_scale = min(1.0, step / max(1, cfg.loss.kl_warmup_steps))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale, n)
+                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
