@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve test lint data train evaluate export clean
+.PHONY: setup setup-serve serve worker test lint data train judge evaluate export clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,19 @@ train: setup
 
 clean:
 	rm -rf $(VENV) .cache runs
+
+# After `make train`: judge, evaluation, export of the shipped model, parity check.
+CHECKPOINT ?= runs/sprites/model.safetensors
+JUDGE ?= models/judge/sprites-judge.safetensors
+judge: setup
+	$(PY) -m model.evaluate train-judge --out $(JUDGE) --epochs 2
+
+evaluate: setup
+	$(PY) -m model.evaluate run --model $(CHECKPOINT) --judge $(JUDGE) --out docs/evaluation
+
+export: setup
+	$(PY) -m export $(CHECKPOINT) models/sprites --metrics docs/evaluation/results.json
+	$(PY) -m export verify models/sprites $(CHECKPOINT) --judge $(JUDGE)
+
+worker: setup-serve
+	$(PY) -m service.worker

@@ -44,12 +44,12 @@ class LossConfig:
     """Weights of the loss terms; a weight of 0 switches a term off."""
 
     beta_appearance: float = 1.0  # KL(q(f|x) || N(0, I))
-    beta_motion: float = 5.0  # KL(q(z|x) || p(z))
+    beta_motion: float = 8.0  # KL(q(z|x) || p(z))
     static_consistency: float = 1.0  # S3VAE triplet on f (shuffled positive, other clip negative)
     triplet_margin: float = 1.0
     dynamic_prediction: float = 1.0  # S3VAE head on z_t predicting the flow-grid cell
     mutual_information: float = 1.0  # S3VAE MI(f; z_t) penalty, minibatch-weighted sampling
-    swap_cycle: float = 10.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
+    swap_cycle: float = 30.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
 
 
