@@ -278,6 +278,203 @@ def markdown_table(results: dict, name: str = "vdis (ours)") -> str:
     return "\n".join(lines)
 
 
+# --- Moving MNIST: digit identity ------------------------------------------------------------
+# The two digits of a clip are unordered in its pixels (nothing says which is "first"), so the
+# digit judge does not predict digit slots: for each class 0..9 it predicts how many of the
+# clip's digits are of that class (0..D). The prediction is the most likely multiset of exactly
+# D digits under those counts, and a clip counts as right only on an exact multiset match
+# ({3, 7} == {7, 3}; {3, 3} != {3}). It also reports the share of digits recovered.
+
+MMNIST_TEST_CLIPS = 2664  # the size of the Sprites test split, for like-for-like figures
+
+
+@dataclass
+class DigitJudgeConfig:
+    width: int = 16
+    feature: int = 128
+    digits: int = 2  # digits per clip: each class's count lies in 0..digits
+
+
+class DigitJudge(nn.Module):
+    """video (B, T, 3, 64, 64) in [0, 1] -> count logits (B, 10, digits + 1).
+
+    A per-frame conv net on the grey frame (3x3 convs and max pooling, 64 -> 4 pixels, then a
+    linear layer over the 4x4 map, so two copies of one digit still read as two), averaged over
+    the frames: identity does not change in time.
+    """
+
+    def __init__(self, cfg: DigitJudgeConfig = DigitJudgeConfig()):
+        super().__init__()
+        self.cfg = cfg
+        blocks, cin = [], 1
+        for cout in (cfg.width, 2 * cfg.width, 4 * cfg.width, 8 * cfg.width):
+            blocks.append(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1),
+                                        nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)))
+            cin = cout
+        self.frames = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(cin * 16, cfg.feature),
+                                    nn.ReLU())
+        self.counts = nn.Linear(cfg.feature, 10 * (cfg.digits + 1))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        grey = video.mean(2, keepdim=True).flatten(0, 1)  # (B*T, 1, 64, 64)
+        pooled = self.frames(grey).unflatten(0, video.shape[:2]).mean(1)
+        return self.counts(pooled).unflatten(1, (10, self.cfg.digits + 1))
+
+
+def digit_counts(digits: np.ndarray) -> np.ndarray:
+    """(N, D) digit classes -> (N, 10) how many of each class."""
+    return np.eye(10, dtype=np.int64)[digits].sum(1)
+
+
+def _multisets(d: int) -> np.ndarray:
+    """Every multiset of d digits as class counts: (M, 10), M = 55 for d = 2."""
+    from itertools import combinations_with_replacement
+
+    return digit_counts(np.array(list(combinations_with_replacement(range(10), d))))
+
+
+@torch.no_grad()
+def predict_digits(judge: DigitJudge, videos, batch: int = 128) -> np.ndarray:
+    """videos: (N, T, H, W, 3) uint8 or (N, T, 3, H, W) float -> (N, D) digits, sorted."""
+    options = torch.from_numpy(_multisets(judge.cfg.digits))  # (M, 10)
+    classes = torch.arange(10)
+    out = []
+    for i in range(0, len(videos), batch):
+        chunk = videos[i:i + batch]
+        logp = judge(chunk if isinstance(chunk, torch.Tensor) else to_float(chunk)).log_softmax(-1)
+        score = logp[:, classes, options].sum(-1)  # (B, M): log p of each multiset
+        best = options[score.argmax(1)]  # (B, 10) counts
+        out.append(np.stack([np.repeat(np.arange(10), c) for c in best.numpy()]))
+    return np.concatenate(out)
+
+
+def digit_accuracy(pred: np.ndarray, digits: np.ndarray) -> dict:
+    """Exact multiset match per clip, and the share of true digits recovered."""
+    p, t = digit_counts(pred), digit_counts(digits)
+    return {"set": float((p == t).all(1).mean()),
+            "digit": float(np.minimum(p, t).sum(1).mean() / digits.shape[1])}
+
+
+def fit_digit_judge(judge: DigitJudge, videos: np.ndarray, digits: np.ndarray, epochs: int = 2,
+                    batch_size: int = 32, seed: int = 0, lr: float = 1e-3) -> DigitJudge:
+    """Train on clips (N, T, 64, 64, 3) uint8 with their digits (N, D), mildly degraded."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    counts = torch.from_numpy(digit_counts(digits))
+    opt = torch.optim.Adam(judge.parameters(), lr=lr)
+    steps = max(1, len(videos) // batch_size)
+    for epoch in range(epochs):
+        judge.train()
+        order = rng.permutation(len(videos))
+        bar = tqdm(range(steps), desc=f"digit judge {epoch + 1}/{epochs}", mininterval=5)
+        for i in bar:
+            idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            logits = judge(_degrade(to_float(videos[idx]), gen))
+            loss = F.cross_entropy(logits.flatten(0, 1), counts[idx].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return judge.eval()
+
+
+def train_mmnist_judge(out: Path, n: int = 9000, epochs: int = 2, n_test: int = MMNIST_TEST_CLIPS,
+                       batch_size: int = 32, seed: int = 0, cache: bool = True) -> dict:
+    """Train the digit judge on n training clips (MNIST images 0..7999) and save it; returns
+    its accuracy on n_test test clips (images 8000..9999, never seen in training)."""
+    from model.data import moving_mnist
+
+    torch.manual_seed(seed)
+    train = moving_mnist.load("train", n=n, cache=cache)
+    test = moving_mnist.load("test", n=n_test, cache=cache)
+    judge = DigitJudge(DigitJudgeConfig(digits=train.digits.shape[1]))
+    fit_digit_judge(judge, train.videos, train.digits, epochs, batch_size, seed)
+    accuracy = digit_accuracy(predict_digits(judge, test.videos), test.digits)
+    save_judge(judge, out, {"kind": "mmnist", "test_accuracy": accuracy, "epochs": epochs,
+                            "train_clips": n, "test_clips": n_test})
+    return accuracy
+
+
+def load_digit_judge(path: Path | str, device: str = "cpu") -> tuple[DigitJudge, dict]:
+    """A judge saved by train_mmnist_judge, and its metadata (kind, test accuracy...)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    meta = json.loads(metadata["meta"])
+    if meta.get("kind") != "mmnist":
+        raise ValueError(f"{path} is not a Moving MNIST judge (kind {meta.get('kind')!r})")
+    judge = DigitJudge(DigitJudgeConfig(**json.loads(metadata["config"])))
+    judge.load_state_dict(load_file(str(path), device=device))
+    return judge.to(device).eval(), meta
+
+
+def evaluate_mmnist(model: SequentialVAE, judge: DigitJudge, n: int = MMNIST_TEST_CLIPS,
+                    seeds: int = 3, cache: bool = True, images: Path | None = None) -> dict:
+    """Digit identity on n Moving MNIST test clips, `seeds` repeats:
+      b: appearance kept (posterior mean of f), z = model.sample_motion(f, noise), decode;
+      c: swap, decode (f of A, z of B) for a random partner B: A's digits must be kept.
+    c_leak is the share of swaps, among pairs whose digits differ, that read as B's digits.
+    """
+    from model.data import moving_mnist
+
+    test = moving_mnist.load("test", n=n, digits=judge.cfg.digits, cache=cache, progress=False)
+    videos, digits = test.videos, test.digits
+    model.eval()
+    f, z = encode_split(model, videos)
+    results: dict = {"clips": n, "seeds": seeds, "runs": [],
+                     "reconstruction": digit_accuracy(
+                         predict_digits(judge, _decode_batched(model, f, z)), digits)}
+    counts = digit_counts(digits)
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(z.shape, generator=gen)
+        with torch.no_grad():
+            z_prior = torch.cat([model.sample_motion(f[i:i + 128], noise[i:i + 128])
+                                 for i in range(0, n, 128)])
+        gen_b = _decode_batched(model, f, z_prior)
+        partner = torch.randperm(n, generator=gen).numpy()
+        gen_c = _decode_batched(model, f, z[partner])
+        pred_c = predict_digits(judge, gen_c)
+        differ = ~(counts == counts[partner]).all(1)
+        leak = (digit_counts(pred_c) == counts[partner]).all(1)
+        results["runs"].append({
+            "seed": seed,
+            "b": digit_accuracy(predict_digits(judge, gen_b), digits),
+            "c": digit_accuracy(pred_c, digits),
+            "c_leak": float(leak[differ].mean()) if differ.any() else 0.0,
+        })
+        if images is not None and seed == 0:
+            images.mkdir(parents=True, exist_ok=True)
+            pick = np.arange(min(n, 8))
+            save_grid(torch.stack([to_float(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
+                      images / "mmnist-appearance-kept-motion-sampled.png")
+            rows = [to_float(videos[partner[pick]]), to_float(videos[pick]), gen_c[pick]]
+            save_grid(torch.stack(rows, 1).flatten(0, 1), images / "mmnist-swaps.png")
+    runs = results["runs"]
+    results["summary"] = {
+        f"{p}_{k}": {"mean": float(np.mean([r[p][k] for r in runs])),
+                     "std": float(np.std([r[p][k] for r in runs]))}
+        for p in ("b", "c") for k in ("set", "digit")}
+    results["summary"]["c_leak"] = {"mean": float(np.mean([r["c_leak"] for r in runs])),
+                                    "std": float(np.std([r["c_leak"] for r in runs]))}
+    return results
+
+
+def mmnist_table(results: dict, name: str = "vdis (ours)") -> str:
+    s = results["summary"]
+
+    def pct(key: str) -> str:
+        return f"{100 * s[key]['mean']:.2f}% ± {100 * s[key]['std']:.2f}"
+
+    return "\n".join([
+        "| Moving MNIST digit identity | appearance kept, motion sampled | swap: digits of A |"
+        " swap reads as B |", "|---|---|---|---|",
+        f"| {name} (exact digit set) | {pct('b_set')} | {pct('c_set')} | {pct('c_leak')} |",
+        f"| {name} (digits recovered) | {pct('b_digit')} | {pct('c_digit')} | |",
+    ])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the Sprites judge or evaluate a model.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,6 +490,19 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--subset", type=int, default=0)
     run.add_argument("--threads", type=int, default=0)
+    tm = sub.add_parser("train-mmnist-judge", help="train the Moving MNIST digit judge")
+    tm.add_argument("--out", default="models/judge/mmnist-judge.safetensors")
+    tm.add_argument("--n", type=int, default=9000, help="training clips")
+    tm.add_argument("--epochs", type=int, default=2)
+    tm.add_argument("--n-test", type=int, default=MMNIST_TEST_CLIPS, help="test clips")
+    tm.add_argument("--threads", type=int, default=0)
+    rm = sub.add_parser("run-mmnist", help="digit identity of a Moving MNIST model")
+    rm.add_argument("--model", required=True)
+    rm.add_argument("--judge", default="models/judge/mmnist-judge.safetensors")
+    rm.add_argument("--out", default="docs/evaluation/mmnist")
+    rm.add_argument("--seeds", type=int, default=3)
+    rm.add_argument("--n", type=int, default=MMNIST_TEST_CLIPS, help="test clips")
+    rm.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -302,9 +512,29 @@ def main(argv: list[str] | None = None) -> None:
         print(f"judge trained in {(time.time() - started) / 60:.1f} min; test accuracy:",
               json.dumps(accuracy))
         return
+    if a.command == "train-mmnist-judge":
+        started = time.time()
+        accuracy = train_mmnist_judge(Path(a.out), n=a.n, epochs=a.epochs,
+                                      n_test=a.n_test)
+        print(f"digit judge trained in {(time.time() - started) / 60:.1f} min; test accuracy:",
+              json.dumps(accuracy))
+        return
     from model.checkpoint import load_model
 
     model, meta = load_model(Path(a.model))
+    if a.command == "run-mmnist":
+        digit_judge, judge_meta = load_digit_judge(a.judge)
+        out = Path(a.out)
+        results = evaluate_mmnist(model, digit_judge, n=a.n, seeds=a.seeds, images=out)
+        results["judge"] = {"path": str(a.judge), **judge_meta}
+        results["model"] = {"path": str(a.model), **{k: meta.get(k) for k in (
+            "epochs", "steps", "commit", "dataset")}}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        table = mmnist_table(results)
+        (out / "table.md").write_text(table + "\n")
+        print(table)
+        return
     judge = load_judge(a.judge)
     out = Path(a.out)
     results = evaluate(model, judge, seeds=a.seeds, subset=a.subset, images=out)
