@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -113,6 +112,4 @@ def test_shipped_model_hashes_match(manifest):
 
 
 def test_the_default_model_is_shipped():
-    if os.environ.get("VDIS_REQUIRE_SHIPPED") != "1":
-        pytest.skip("set VDIS_REQUIRE_SHIPPED=1 to require models/sprites")
     assert (REPO / "models" / "sprites" / "manifest.json").is_file()
