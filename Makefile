@@ -34,7 +34,7 @@ data: setup
 	$(PY) -m model.data build sprites --preview docs/sprites-preview.png
 
 train: setup
-	$(PY) -m model.train --out runs/sprites --max-minutes 88
+	$(PY) -m model.train --out runs/sprites --max-minutes 100
 
 clean:
 	rm -rf $(VENV) .cache runs
