@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from model.data import sprites
 from model.images import save_grid
+from model.train import to_tensor
 from model.vae import SequentialVAE
 
 PUBLISHED = [  # Sprites, motion kept / appearance sampled (docs/evaluation.md gives sources)
@@ -92,11 +93,6 @@ def load_judge(path: Path | str, device: str = "cpu") -> Judge:
     return judge.to(device).eval()
 
 
-def to_float(clips: np.ndarray) -> torch.Tensor:
-    """(B, T, H, W, 3) uint8 -> (B, T, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.array(clips)).permute(0, 1, 4, 2, 3).float() / 255.0
-
-
 def _degrade(video: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Mild blur and noise on half the clips, so the judge is not thrown by a VAE's softness."""
     b = video.shape[0]
@@ -116,7 +112,7 @@ def judge_predict(judge: Judge, videos, batch: int = 128) -> tuple[np.ndarray, n
     motion, appearance = [], []
     for i in range(0, len(videos), batch):
         chunk = videos[i:i + batch]
-        x = chunk if isinstance(chunk, torch.Tensor) else to_float(chunk)
+        x = chunk if isinstance(chunk, torch.Tensor) else to_tensor(chunk)
         m, a = judge(x)
         motion.append(m.softmax(-1).numpy())
         appearance.append(torch.stack([h.argmax(-1) for h in a], 1).numpy())
@@ -143,7 +139,7 @@ def train_judge(out: Path, epochs: int = 3, batch_size: int = 32, seed: int = 0,
         bar = tqdm(range(steps), desc=f"judge {epoch + 1}/{epochs}", mininterval=5)
         for i in bar:
             idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            x = _degrade(to_float(videos[idx]), gen)
+            x = _degrade(to_tensor(videos[idx]), gen)
             m, a = judge(x)
             loss = F.cross_entropy(m, motion[idx]) + sum(
                 F.cross_entropy(h, appearance[idx, k]) for k, h in enumerate(a))
@@ -185,7 +181,7 @@ def _decode_batched(model: SequentialVAE, f: torch.Tensor, z: torch.Tensor,
 def encode_split(model: SequentialVAE, videos: np.ndarray, batch: int = 128):
     f, z = [], []
     for i in range(0, len(videos), batch):
-        f_mean, _, z_mean, _ = model.encode(to_float(videos[i:i + batch]))
+        f_mean, _, z_mean, _ = model.encode(to_tensor(videos[i:i + batch]))
         f.append(f_mean)
         z.append(z_mean)
     return torch.cat(f), torch.cat(z)
@@ -236,11 +232,11 @@ def evaluate(model: SequentialVAE, judge: Judge, seeds: int = 3, subset: int = 0
         if images is not None and seed == 0:
             images.mkdir(parents=True, exist_ok=True)
             pick = np.arange(0, min(n, 8 * 37), 37)[:8]
-            save_grid(torch.stack([to_float(videos[pick]), gen_a[pick]], 1).flatten(0, 1),
+            save_grid(torch.stack([to_tensor(videos[pick]), gen_a[pick]], 1).flatten(0, 1),
                       images / "motion-kept-appearance-sampled.png")
-            save_grid(torch.stack([to_float(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
+            save_grid(torch.stack([to_tensor(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
                       images / "appearance-kept-motion-sampled.png")
-            rows = [to_float(videos[partner[pick]]), to_float(videos[pick]), gen_c[pick]]
+            rows = [to_tensor(videos[partner[pick]]), to_tensor(videos[pick]), gen_c[pick]]
             save_grid(torch.stack(rows, 1).flatten(0, 1), images / "swaps.png")
     results["summary"] = summarise(results["runs"])
     return results
@@ -341,7 +337,7 @@ def predict_digits(judge: DigitJudge, videos, batch: int = 128) -> np.ndarray:
     out = []
     for i in range(0, len(videos), batch):
         chunk = videos[i:i + batch]
-        logp = judge(chunk if isinstance(chunk, torch.Tensor) else to_float(chunk)).log_softmax(-1)
+        logp = judge(chunk if isinstance(chunk, torch.Tensor) else to_tensor(chunk)).log_softmax(-1)
         score = logp[:, classes, options].sum(-1)  # (B, M): log p of each multiset
         best = options[score.argmax(1)]  # (B, 10) counts
         out.append(np.stack([np.repeat(np.arange(10), c) for c in best.numpy()]))
@@ -369,7 +365,7 @@ def fit_digit_judge(judge: DigitJudge, videos: np.ndarray, digits: np.ndarray, e
         bar = tqdm(range(steps), desc=f"digit judge {epoch + 1}/{epochs}", mininterval=5)
         for i in bar:
             idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            logits = judge(_degrade(to_float(videos[idx]), gen))
+            logits = judge(_degrade(to_tensor(videos[idx]), gen))
             loss = F.cross_entropy(logits.flatten(0, 1), counts[idx].flatten())
             opt.zero_grad()
             loss.backward()
@@ -447,9 +443,9 @@ def evaluate_mmnist(model: SequentialVAE, judge: DigitJudge, n: int = MMNIST_TES
         if images is not None and seed == 0:
             images.mkdir(parents=True, exist_ok=True)
             pick = np.arange(min(n, 8))
-            save_grid(torch.stack([to_float(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
+            save_grid(torch.stack([to_tensor(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
                       images / "mmnist-appearance-kept-motion-sampled.png")
-            rows = [to_float(videos[partner[pick]]), to_float(videos[pick]), gen_c[pick]]
+            rows = [to_tensor(videos[partner[pick]]), to_tensor(videos[pick]), gen_c[pick]]
             save_grid(torch.stack(rows, 1).flatten(0, 1), images / "mmnist-swaps.png")
     runs = results["runs"]
     results["summary"] = {

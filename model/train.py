@@ -129,8 +129,11 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
 
 
 def to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """(B, T, H, W, 3) uint8 -> (B, T, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 1, 4, 2, 3).float() / 255.0
+    """(B, T, H, W, 3) uint8 -> (B, T, 3, H, W) float in [0, 1].
+
+    Copies, so read-only memory-mapped clips give a writable tensor.
+    """
+    return torch.from_numpy(np.array(clips)).permute(0, 1, 4, 2, 3).float() / 255.0
 
 
 def main(argv: list[str] | None = None) -> Path:
