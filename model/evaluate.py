@@ -119,12 +119,31 @@ def judge_predict(judge: Judge, videos, batch: int = 128) -> tuple[np.ndarray, n
     return np.concatenate(motion), np.concatenate(appearance)
 
 
+def fit_on_clips(judge: nn.Module, opt: torch.optim.Optimizer, videos: np.ndarray, loss_of,
+                 epochs: int, batch_size: int, steps: int, seed: int, desc: str) -> None:
+    """The judges' supervised loop: shuffled minibatches of uint8 clips, mildly degraded.
+
+    loss_of(x (B, T, 3, H, W) float, idx (B,) clip indices) -> scalar loss.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        judge.train()
+        order = rng.permutation(len(videos))
+        bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{epochs}", mininterval=5)
+        for i in bar:
+            idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            loss = loss_of(_degrade(to_tensor(videos[idx]), gen), idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+
+
 def train_judge(out: Path, epochs: int = 3, batch_size: int = 32, seed: int = 0,
                 subset: int = 0) -> dict:
     """Train the judge on the Sprites training characters; returns its test accuracies."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
     train = sprites.load("train")
     test = sprites.load("test")
     videos = np.asarray(train.videos[:subset] if subset else train.videos)
@@ -132,21 +151,14 @@ def train_judge(out: Path, epochs: int = 3, batch_size: int = 32, seed: int = 0,
     appearance = torch.from_numpy(train.appearance[: len(videos)])
     judge = Judge()
     opt = torch.optim.Adam(judge.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    steps = len(videos) // batch_size
-    for epoch in range(epochs):
-        judge.train()
-        order = rng.permutation(len(videos))
-        bar = tqdm(range(steps), desc=f"judge {epoch + 1}/{epochs}", mininterval=5)
-        for i in bar:
-            idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            x = _degrade(to_tensor(videos[idx]), gen)
-            m, a = judge(x)
-            loss = F.cross_entropy(m, motion[idx]) + sum(
-                F.cross_entropy(h, appearance[idx, k]) for k, h in enumerate(a))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+
+    def loss_of(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        m, a = judge(x)
+        return F.cross_entropy(m, motion[idx]) + sum(
+            F.cross_entropy(h, appearance[idx, k]) for k, h in enumerate(a))
+
+    fit_on_clips(judge, opt, videos, loss_of, epochs, batch_size, len(videos) // batch_size,
+                 seed, "judge")
     judge.eval()
     n_test = min(len(test), subset) if subset else len(test)
     probs, pred = judge_predict(judge, np.asarray(test.videos[:n_test]))
@@ -354,23 +366,14 @@ def digit_accuracy(pred: np.ndarray, digits: np.ndarray) -> dict:
 def fit_digit_judge(judge: DigitJudge, videos: np.ndarray, digits: np.ndarray, epochs: int = 2,
                     batch_size: int = 32, seed: int = 0, lr: float = 1e-3) -> DigitJudge:
     """Train on clips (N, T, 64, 64, 3) uint8 with their digits (N, D), mildly degraded."""
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
     counts = torch.from_numpy(digit_counts(digits))
     opt = torch.optim.Adam(judge.parameters(), lr=lr)
-    steps = max(1, len(videos) // batch_size)
-    for epoch in range(epochs):
-        judge.train()
-        order = rng.permutation(len(videos))
-        bar = tqdm(range(steps), desc=f"digit judge {epoch + 1}/{epochs}", mininterval=5)
-        for i in bar:
-            idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            logits = judge(_degrade(to_tensor(videos[idx]), gen))
-            loss = F.cross_entropy(logits.flatten(0, 1), counts[idx].flatten())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+
+    def loss_of(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return F.cross_entropy(judge(x).flatten(0, 1), counts[idx].flatten())
+
+    fit_on_clips(judge, opt, videos, loss_of, epochs, batch_size,
+                 max(1, len(videos) // batch_size), seed, "digit judge")
     return judge.eval()
 
 
