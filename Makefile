@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test lint data train judge evaluate export clean
+.PHONY: setup setup-serve serve worker test reliability lint data train judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ serve: setup-serve
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The reliability and security suite alone (docs/reliability.md); also part of `make test`.
+RELIABILITY := tests/service/test_fuzz.py tests/service/test_hostile_uploads.py \
+	tests/service/test_security.py tests/service/test_redis_reliability.py \
+	tests/docker/test_compose.py::test_containers_run_as_non_root
+reliability: setup
+	$(PY) -m pytest -q -s -p no:warnings $(RELIABILITY)
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -54,3 +61,12 @@ export: setup
 
 worker: setup-serve
 	$(PY) -m service.worker
+
+# Benchmarks (docs/benchmarks.md): the model's ceiling, then the served figures against it; the
+# tables and plots go to $(BENCH_OUT) and into docs/benchmarks.md. About 10 minutes on 2 cores,
+# on an otherwise idle machine; needs Redis on 127.0.0.1:6379 for the Redis configurations.
+BENCH_OUT ?= docs/benchmarks
+bench: setup
+	$(PY) -m bench.ceiling --out $(BENCH_OUT)
+	$(PY) -m bench.served --out $(BENCH_OUT)
+	$(PY) -m bench.report --out $(BENCH_OUT)

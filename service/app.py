@@ -6,23 +6,19 @@ Run: python -m uvicorn service.app:app
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from service import jobs as async_jobs
-from service.api import problems
+from service import timing
+from service.api import guard, problems
 from service.api.routes import codes, generate, health, jobs, page, swap
 from service.engine import build_engine
 from service.metrics import Metrics
 from service.settings import Settings, get_settings
-
-# Multipart framing around the files; a body bigger than the files' limit plus this is refused
-# before it is parsed (a body without Content-Length is checked file by file instead).
-MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,25 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The web page's scripts, styles and sample clips (plain files, nothing from a CDN).
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        limit = 2 * settings.MAX_UPLOAD_BYTES + MULTIPART_SLACK_BYTES
-        if length.isdigit() and int(length) > limit:
-            return problems.problem_response(
-                "too-large", f"the request body is {length} bytes; the limit is {limit}",
-                request.url.path)
-        started = time.perf_counter()
-        if async_jobs.wants_async(request):
-            response = await async_jobs.submit(request)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
-
+    # Middleware runs in the reverse order of adding: the guard (below), timing and metrics
+    # (the 202s of async jobs included), the async-job switch, then the routes.
+    app.add_middleware(async_jobs.AsyncJobs)
+    app.add_middleware(timing.ServerTiming, observe=metrics.on_request)
+    # Added last, so it runs first: keys and body size are checked before anything else.
+    app.add_middleware(guard.RequestGuard, api_keys=settings.api_keys(),
+                       max_body_bytes=settings.max_body_bytes())
+    if settings.api_keys():
+        app.openapi = lambda: guard.document_keys(FastAPI.openapi(app))
     return app
 
 

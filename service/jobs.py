@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.problems import problem_response
 from service.engine import Engine, EngineUnavailable
@@ -78,6 +79,22 @@ def build_store(engine: Engine, ttl_s: int) -> JobStore:
     if isinstance(engine, RedisEngine):
         return RedisJobStore(engine, ttl_s)
     return MemoryJobStore(ttl_s)
+
+
+class AsyncJobs:
+    """ASGI middleware: a POST with `?async=true` is answered 202 at once and runs in the
+    background (`submit`); every other request goes through."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            if wants_async(request):
+                await (await submit(request))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def wants_async(request: Request) -> bool:

@@ -15,6 +15,9 @@ class Metrics:
                                 registry=self.registry)
         self.latency = Histogram("vdis_request_latency_seconds", "HTTP request latency",
                                  ["route"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.request_phase = Counter("vdis_request_phase_seconds",
+                                     "HTTP request time by phase (service.timing)",
+                                     ["route", "phase"], registry=self.registry)
         self.batch_rows = Histogram("vdis_batch_size", "rows in one onnxruntime call", ["graph"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.batch_requests = Histogram("vdis_batch_requests", "requests merged into one call",
@@ -58,6 +61,14 @@ class Metrics:
             self.worker_rows_per_s.labels(name).set(worker["rows_per_s"])
             for rows, calls in worker["batch_rows"].items():
                 self.worker_batches.labels(name, rows).set(calls)
+
+    def on_request(self, scope: dict, status: int, spent: dict[str, float]) -> None:
+        """An HTTP request's answer (service.timing.ServerTiming's observer)."""
+        path = getattr(scope.get("route"), "path", "unmatched")
+        self.requests.labels(path, scope["method"], str(status)).inc()
+        self.latency.labels(path).observe(sum(spent.values()))
+        for name, seconds in spent.items():
+            self.request_phase.labels(path, name).inc(seconds)
 
     def on_batch(self, graph: str, rows: int, waits_s: list[float], run_s: float) -> None:
         """The batcher's hook (service.engine.batcher.BatchObserver)."""

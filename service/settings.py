@@ -6,10 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO = Path(__file__).resolve().parents[1]
+# Multipart framing around the uploaded files: part headers, boundaries, small form fields.
+MULTIPART_SLACK_BYTES = 64 * 1024
 
 
 class Settings(BaseSettings):
@@ -33,11 +35,19 @@ class Settings(BaseSettings):
     WARMUP_BATCHES: str = ""
     INTRA_OP_THREADS: int = Field(0, ge=0)  # 0: onnxruntime's default
     INTER_OP_THREADS: int = Field(0, ge=0)
+    # onnxruntime's intra-op threads spin-wait for work between and after calls (its default) or
+    # sleep: spinning burns cores the same process needs for video decoding and encoding, and
+    # measured on 2 cores it cost more than it saved (docs/benchmarks.md)
+    INTRA_OP_SPINNING: bool = False
 
     # The engine
     REDIS_URL: str = ""  # empty: the in-process engine
     MAX_BATCH: int = Field(16, ge=1)  # rows merged into one onnxruntime call
-    MAX_WAIT_MS: float = Field(5.0, ge=0)  # how long a request waits for others to join its batch
+    # how long a request waits for others to join its batch while the model is idle; 0: it
+    # runs at once, and whatever arrives during a run joins the next batch. On CPU a bigger
+    # batch is barely cheaper per row, so waiting only adds latency (docs/benchmarks.md);
+    # a few ms can pay on a GPU (docker-compose.yml sets 5)
+    MAX_WAIT_MS: float = Field(0.0, ge=0)
     MAX_CONCURRENT_RUNS: int = Field(1, ge=1)  # onnxruntime calls in flight at once
 
     # The Redis engine (with REDIS_URL set): API processes queue jobs, `python -m service.worker`
@@ -54,12 +64,26 @@ class Settings(BaseSettings):
     HEARTBEAT_S: float = Field(2.0, gt=0)  # a worker's heartbeat period (its key lives 3 periods)
     WORKER_NAME: str = ""  # the consumer name; empty: <host>-<pid>
 
+    # Access: comma-separated API keys; empty: no key needed. With keys, the model endpoints
+    # (/encode, /decode, /swap, /generate, /jobs) answer 401 unless the request carries one in
+    # `X-API-Key` or `Authorization: Bearer` (service.api.guard); the rest stays open.
+    API_KEYS: SecretStr = SecretStr("")
+
     # Bounded work on uploads
     MAX_UPLOAD_BYTES: int = Field(50 * 1024 * 1024, ge=1)  # per uploaded file
     MAX_PIXELS: int = Field(3840 * 2160, ge=1)  # width x height of one source frame
     MAX_DECODED_FRAMES: int = Field(2000, ge=1)  # frames decoded from one upload, at most
     MAX_FRAMES: int = Field(64, ge=1)  # T, the longest clip the model is asked to process
     MAX_SAMPLES: int = Field(16, ge=1)  # n, the most results /generate returns at once
+
+    def api_keys(self) -> tuple[bytes, ...]:
+        """The accepted API keys (empty: keys are off), as bytes for a constant-time compare."""
+        keys = (k.strip() for k in self.API_KEYS.get_secret_value().split(","))
+        return tuple(k.encode() for k in keys if k)
+
+    def max_body_bytes(self) -> int:
+        """The largest request body: two files (/swap) at their limit plus multipart framing."""
+        return 2 * self.MAX_UPLOAD_BYTES + MULTIPART_SLACK_BYTES
 
 
 @lru_cache

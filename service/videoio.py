@@ -5,7 +5,9 @@ Plain functions with no FastAPI in them, so training tools (`model/data/folder.p
 Bounded work on hostile input: the byte size is checked before anything is parsed, the frame
 size is read from the container's stream header before any frame is decoded, decoding stops at a
 frame cap or as soon as the frames asked for are in hand, and every kept frame is shrunk to
-64x64 straight away, so memory never holds more than one full-size frame.
+64x64 straight away, so memory never holds more than one full-size frame. A clip longer than the
+cap is refused when its frames are to be spread over the whole of it (from its header where it
+declares a frame count), as the cap would otherwise silently cut it short.
 
 Arrays: a clip is `(T, S, S, 3) uint8` RGB with S the model's frame size (64).
 """
@@ -15,17 +17,23 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 Fit = Literal["crop", "pad"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif", ".m4v")
+# Frames up to this size are decoded and encoded in the calling thread: FFmpeg's and x264's
+# threads cost more to start and synchronise than such a frame costs, and a busy server already
+# works on several videos side by side.
+SMALL_FRAME_PIXELS = 256 * 256
 
 
 class VideoError(ValueError):
@@ -60,6 +68,10 @@ class TooManyPixels(VideoError):
 
 class TooShort(VideoError):
     kind = "too-short"
+
+
+class TooLong(VideoError):
+    kind = "too-long"
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,8 @@ class _open:
                 f"the limit is {self.limits.max_pixels}"
             )
         stream.thread_type = "AUTO"
+        if ctx.width * ctx.height <= SMALL_FRAME_PIXELS:
+            stream.codec_context.thread_count = 1
         return stream
 
     def __exit__(self, *exc) -> None:
@@ -257,9 +271,12 @@ def _declared_duration(container, stream) -> float:
 
 
 def _pick_evenly(container, stream, frames, declared, fit, size, limits):
+    cap = limits.max_decoded_frames
+    if declared > cap:
+        raise TooLong(_too_long(f"declares {declared} frames", cap))
     if declared:
         # Known length: choose indices up front and stop decoding after the last one.
-        total = min(declared, limits.max_decoded_frames)
+        total = declared
         if total < frames:
             raise TooShort(_too_short(total, frames))
         wanted = _even(total, frames)
@@ -276,9 +293,13 @@ def _pick_evenly(container, stream, frames, declared, fit, size, limits):
             )
         return (wanted, [kept[i][0] for i in wanted], np.stack([kept[i][1] for i in wanted]),
                 declared)
-    # Unknown length: shrink every frame as it comes (cheap at 64x64), then choose.
+    # Unknown length: shrink every frame as it comes (cheap at 64x64), then choose. One frame
+    # past the cap is read to tell a clip of exactly `cap` frames from a longer one.
     times, small = [], []
-    for _, time, frame in _decode(container, stream, declared, limits):
+    for _, time, frame in _decode(container, stream, declared,
+                                  replace(limits, max_decoded_frames=cap + 1)):
+        if len(small) == cap:
+            raise TooLong(_too_long(f"has more than {cap} frames", cap))
         times.append(time)
         small.append(_square(frame, fit, size))
     if len(small) < frames:
@@ -317,13 +338,18 @@ def _even(total: int, frames: int) -> list[int]:
     return [int(round(i)) for i in np.linspace(0, total - 1, frames)]
 
 
+def _too_long(what: str, cap: int) -> str:
+    return (f"the video {what}; at most {cap} are decoded (VDIS_MAX_DECODED_FRAMES): send a "
+            "shorter clip, or take frames from part of it with `start` and `fps`")
+
+
 def _too_short(have: int, want: int) -> str:
     return f"the video has {have} frames and {want} were asked for; ask for {have} or fewer"
 
 
 def _square(frame, fit: Fit, size: int) -> np.ndarray:
     """An av frame -> centre-cropped (or black-padded) square -> (size, size, 3) uint8."""
-    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+    rgb = _rgb(frame)  # (H, W, 3)
     h, w = rgb.shape[:2]
     if fit == "crop":
         side = min(h, w)
@@ -336,6 +362,21 @@ def _square(frame, fit: Fit, size: int) -> np.ndarray:
                                  cv2.BORDER_CONSTANT, value=(0, 0, 0))
     interpolation = cv2.INTER_AREA if side >= size else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interpolation)
+
+
+_thread = threading.local()
+
+
+def _rgb(frame) -> np.ndarray:
+    """An av frame -> (H, W, 3) uint8 RGB through one swscale context per thread, reused.
+
+    `frame.to_ndarray(format="rgb24")` sets up a new context for every frame, which costs more
+    than decoding a small frame; the pixels are the same.
+    """
+    reformatter = getattr(_thread, "reformatter", None)
+    if reformatter is None:
+        reformatter = _thread.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +413,8 @@ def encode_mp4(video: np.ndarray, fps: float = 8.0) -> bytes:
         stream = out.add_stream("libx264", rate=_fraction(fps))
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "veryfast"}
+        threads = "1" if video.shape[1] * video.shape[2] <= SMALL_FRAME_PIXELS else "0"  # 0: auto
+        stream.options = {"crf": "12", "preset": "veryfast", "threads": threads}
         for image in video:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)

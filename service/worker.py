@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from redis.exceptions import ResponseError
 
+from service import timing
 from service.engine import wire
 from service.engine.batcher import MicroBatcher
 from service.engine.keys import GROUP, Keys
@@ -229,15 +230,23 @@ class Worker:
                 dropped.append(entry_id)
                 continue
             jobs.append(job)
-        outputs = await asyncio.gather(*(self.batcher.submit(j.graph, j.inputs) for j in jobs),
-                                       return_exceptions=True)
+        outputs = await asyncio.gather(*(self._submit(j) for j in jobs), return_exceptions=True)
         for job, out in zip(jobs, outputs, strict=True):
+            meta = {"status": "ok", "worker": self.name}
             if isinstance(out, BaseException):
                 out = await self._run_alone(job, out)
+            else:
+                out, meta["model_s"] = out
             answers[job.entry_id] = (job.id, out if isinstance(out, bytes) else
-                                     wire.pack(out, {"status": "ok", "worker": self.name}))
+                                     wire.pack(out, meta))
         self.counts["jobs"] += len(jobs)
         await self._answer(answers, dropped)
+
+    async def _submit(self, job: Job) -> tuple[dict, float]:
+        """The job's outputs, and the seconds its batch ran (the API's Server-Timing `model`)."""
+        intervals = timing.begin()  # this task's own context: only this job's intervals
+        outputs = await self.batcher.submit(job.graph, job.inputs)
+        return outputs, timing.total(intervals, "model")
 
     async def _run_alone(self, job: Job, error: Exception) -> dict | bytes:
         """A failed batch may have failed for one job: retry each alone to find which."""

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class LiveService:
+    """A running `vdis serve`: its URL and its process."""
+
+    url: str
+    process: subprocess.Popen
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now (Linux /proc)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
 @contextmanager
 def running_service(model_dir: Path, ready_timeout_s: float = 120.0,
                     env: dict[str, str] | None = None) -> Iterator[str]:
@@ -29,6 +43,14 @@ def running_service(model_dir: Path, ready_timeout_s: float = 120.0,
 
     The in-process engine unless `env` (VDIS_* variables, applied last) says otherwise.
     """
+    with live_service(model_dir, ready_timeout_s, env) as service:
+        yield service.url
+
+
+@contextmanager
+def live_service(model_dir: Path, ready_timeout_s: float = 120.0,
+                 env: dict[str, str] | None = None) -> Iterator[LiveService]:
+    """`running_service`, yielding the process too (for its memory, or to see it still runs)."""
     port = free_port()
     env = {**os.environ, "VDIS_MODEL_DIR": str(model_dir), "VDIS_REDIS_URL": "",
            "VDIS_INTRA_OP_THREADS": "1", "VDIS_INTER_OP_THREADS": "1", **(env or {})}
@@ -51,7 +73,7 @@ def running_service(model_dir: Path, ready_timeout_s: float = 120.0,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"vdis serve not ready after {ready_timeout_s} s")
             time.sleep(0.2)
-        yield url
+        yield LiveService(url, process)
     finally:
         process.terminate()
         try:

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vdis", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="vdis: appearance and motion codes from short videos, swaps and generation.",
         epilog="Client commands talk to a running service: --url, or $VDIS_URL, default "
-               f"{DEFAULT_URL}.\nRun `vdis COMMAND --help` for a command's options.")
+               f"{DEFAULT_URL}; a service with API keys wants --api-key or $VDIS_API_KEY."
+               "\nRun `vdis COMMAND --help` for a command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the HTTP API and the web page",
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--url", default=None,
                         help=f"the service (default: $VDIS_URL, else {DEFAULT_URL})")
     client.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    client.add_argument("--api-key", default=None,
+                        help="for a service started with VDIS_API_KEYS (default: $VDIS_API_KEY, "
+                             "which keeps the key out of the process list)")
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--frames", type=int, help="T, frames taken from each video "
                                                  "(default: the model's training length)")
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except VdisError as error:
-        print(f"vdis {args.command}: {error}", file=sys.stderr)
+        hint = " (give the key with --api-key or $VDIS_API_KEY)" if error.status == 401 else ""
+        print(f"vdis {args.command}: {error}{hint}", file=sys.stderr)
         return 1
     except FileNotFoundError as error:
         print(f"vdis {args.command}: no such file: {error.filename}", file=sys.stderr)
@@ -227,7 +232,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, timeout_s=args.timeout)
+    return Client(args.url, timeout_s=args.timeout, api_key=args.api_key)
 
 
 def _clip(args: argparse.Namespace) -> ClipOptions:

@@ -257,12 +257,19 @@ def _base_url(url: str | None) -> str:
     return (url or os.environ.get("VDIS_URL") or DEFAULT_URL).rstrip("/")
 
 
+def _key_headers(api_key: str | None) -> dict[str, str]:
+    """The API key header for a service started with VDIS_API_KEYS (default: $VDIS_API_KEY)."""
+    key = api_key or os.environ.get("VDIS_API_KEY")
+    return {"X-API-Key": key} if key else {}
+
+
 # ---------------------------------------------------------------------------------------------
 # The clients
 
 
 class Client:
-    """Synchronous client. `url` defaults to $VDIS_URL, then http://127.0.0.1:8000.
+    """Synchronous client. `url` defaults to $VDIS_URL, then http://127.0.0.1:8000; `api_key`
+    (for a service with VDIS_API_KEYS) to $VDIS_API_KEY.
 
         with Client() as vdis:
             codes = vdis.encode("walk.mp4")            # codes.motion: (T, Z)
@@ -270,9 +277,10 @@ class Client:
     """
 
     def __init__(self, url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 http: httpx.Client | None = None):
+                 http: httpx.Client | None = None, api_key: str | None = None):
         self.url = _base_url(url)
         self._http = http or httpx.Client(base_url=self.url, timeout=timeout_s)
+        self._http.headers.update(_key_headers(api_key))
 
     def __enter__(self) -> Client:
         return self
@@ -333,9 +341,10 @@ class AsyncClient:
     """
 
     def __init__(self, url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 http: httpx.AsyncClient | None = None):
+                 http: httpx.AsyncClient | None = None, api_key: str | None = None):
         self.url = _base_url(url)
         self._http = http or httpx.AsyncClient(base_url=self.url, timeout=timeout_s)
+        self._http.headers.update(_key_headers(api_key))
 
     async def __aenter__(self) -> AsyncClient:
         return self

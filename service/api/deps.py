@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request, UploadFile
 
+from service import timing
 from service.api.problems import Problem
 from service.engine import Engine
 from service.metrics import Metrics
@@ -17,15 +18,19 @@ from service.videoio import Clip, Limits, read_video
 ACCEPTED_UPLOAD_TYPES = ("video/", "image/gif", "image/webp", "application/octet-stream")
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are `async def` although they never wait: FastAPI runs a plain `def`
+# dependency in a worker thread, a thread hop per dependency per request.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -44,7 +49,7 @@ class ClipOptions:
     fit: Literal["crop", "pad"]
 
 
-def clip_options(
+async def clip_options(
     frames: Annotated[int | None, Query(ge=1, description=(
         "T, frames taken from the video (default: the model's training length; at most "
         "VDIS_MAX_FRAMES)"))] = None,
@@ -92,7 +97,8 @@ async def load_clip(upload: UploadFile, options: ClipOptions, engine: Engine,
     frames = frame_count(options.frames, engine, settings)
     limits = Limits(settings.MAX_UPLOAD_BYTES, settings.MAX_PIXELS, settings.MAX_DECODED_FRAMES)
     # Decoding is CPU work in C that releases the GIL: keep it off the event loop.
-    return await asyncio.to_thread(
-        read_video, data, frames, start_s=options.start, fps=options.fps, fit=options.fit,
-        size=engine.manifest.frame_size, limits=limits,
-    )
+    with timing.phase("decode"):
+        return await asyncio.to_thread(
+            read_video, data, frames, start_s=options.start, fps=options.fps, fit=options.fit,
+            size=engine.manifest.frame_size, limits=limits,
+        )

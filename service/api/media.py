@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import Depends, Header, Query
 from fastapi.responses import Response
 
-from service import videoio
+from service import timing, videoio
 
 Format = Literal["mp4", "gif", "png", "npz", "json"]
 MEDIA_TYPES: dict[str, str] = {
@@ -25,6 +25,8 @@ MEDIA_TYPES: dict[str, str] = {
     "npz": "application/x-npz", "json": "application/json",
 }
 _BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
+# The OpenAPI `content` of a video result: one entry per format.
+VIDEO_CONTENT: dict[str, dict] = {media_type: {} for media_type in MEDIA_TYPES.values()}
 
 
 @dataclass
@@ -34,7 +36,7 @@ class OutputOptions:
     scale: int
 
 
-def output_options(
+async def output_options(  # async: no worker thread for it (service.api.deps)
     format: Annotated[Format | None, Query(description=(
         "mp4 | gif | png | npz | json; default from the Accept header, else mp4"))] = None,
     out_fps: Annotated[float, Query(gt=0, le=60, description="frame rate of MP4/GIF")] = 8.0,
@@ -60,7 +62,8 @@ def from_accept(accept: str | None) -> str | None:
 async def render(videos: np.ndarray, options: OutputOptions, headers: dict | None = None
                  ) -> Response:
     """videos: (N, T, H, W, 3) uint8 -> one HTTP response in the chosen format."""
-    content = await asyncio.to_thread(_encode, videos, options)
+    with timing.phase("encode"):
+        content = await asyncio.to_thread(_encode, videos, options)
     n = len(videos)
     columns = math.ceil(math.sqrt(n))
     headers = {"X-Vdis-Results": str(n), "X-Vdis-Shape": "x".join(map(str, videos.shape)),

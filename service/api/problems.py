@@ -1,6 +1,7 @@
 """RFC 9457 problem details: one stable `type` per error a caller can cause.
 
-Each type is served at `/problems/{slug}`, so the URI in an answer explains itself.
+Each type is served at `/problems/{slug}`, so the URI in an answer explains itself, and each
+route declares the problems it can answer with (`responses`), so the OpenAPI document lists them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.engine.base import (
@@ -26,14 +28,17 @@ MEDIA_TYPE = "application/problem+json"
 
 # slug -> (status, title)
 CATALOGUE: dict[str, tuple[int, str]] = {
+    "invalid-body": (400, "The request body could not be parsed"),
     "empty-video": (400, "The uploaded file is empty"),
     "not-a-video": (400, "The upload is not a video FFmpeg can read"),
     "truncated-video": (400, "The video is cut short or damaged"),
+    "unauthorized": (401, "A valid API key is needed"),
     "unsupported-codec": (415, "The video's codec cannot be decoded here"),
     "unsupported-media-type": (415, "The request's content type is not accepted here"),
     "too-large": (413, "The upload is larger than the limit"),
     "too-many-pixels": (422, "The video's frames have more pixels than the limit"),
     "too-short": (422, "The video has fewer frames than were asked for"),
+    "too-long": (422, "The video has more frames than the service decodes"),
     "invalid-parameters": (422, "A parameter or the request body is invalid"),
     "invalid-codes": (422, "The codes do not fit this model"),
     "not-found": (404, "No such resource"),
@@ -46,8 +51,45 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "job-failed": (500, "A model worker could not run the job"),
     "internal-error": (500, "Internal server error"),
 }
-_BY_STATUS = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
-              415: "unsupported-media-type", 422: "invalid-parameters", 503: "not-ready"}
+_BY_STATUS = {400: "invalid-body", 401: "unauthorized", 404: "not-found",
+              405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type",
+              422: "invalid-parameters", 503: "not-ready"}
+# What FastAPI says of a body it cannot parse (a broken multipart form, say), and ours instead.
+_UNPARSED_BODY = "There was an error parsing the body"
+_UNPARSED_BODY_DETAIL = ("the request body could not be parsed: send the videos as "
+                         "multipart/form-data (curl -F video=@clip.mp4), or the codes of /decode "
+                         "as application/json")
+
+# The problems of the endpoints that take an upload or codes and run the model.
+MODEL_PROBLEMS = ("invalid-body", "unauthorized", "too-large", "unsupported-media-type",
+                  "invalid-parameters", "invalid-codes", "job-failed", "dead-lettered", "busy",
+                  "engine-unavailable", "deadline-exceeded")
+UPLOAD_PROBLEMS = MODEL_PROBLEMS + ("empty-video", "not-a-video", "truncated-video",
+                                    "unsupported-codec", "too-many-pixels", "too-short",
+                                    "too-long")
+
+
+class ProblemDetails(BaseModel):
+    """An error answer (application/problem+json, RFC 9457); `errors` lists invalid parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def responses(*slugs: str) -> dict[int | str, dict]:
+    """OpenAPI `responses` for the problems a route can answer with, one entry per status."""
+    schema = ProblemDetails.model_json_schema()
+    titles: dict[int, list[str]] = {}
+    for slug in slugs:
+        status, title = CATALOGUE[slug]
+        titles.setdefault(status, []).append(f"{title} (`/problems/{slug}`)")
+    return {status: {"description": "; ".join(names),
+                     "content": {MEDIA_TYPE: {"schema": schema}}}
+            for status, names in sorted(titles.items())}
 
 
 class Problem(Exception):
@@ -116,7 +158,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException):
         slug = _BY_STATUS.get(error.status_code, "internal-error")
-        return problem_response(slug, str(error.detail), request.url.path)
+        detail = str(error.detail)
+        detail = _UNPARSED_BODY_DETAIL if detail == _UNPARSED_BODY else detail
+        # The headers matter: a 405 says which methods are allowed in `Allow`.
+        return problem_response(slug, detail, request.url.path, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import timing
+
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[str, Arrays], Arrays]
 # on_batch(graph, rows, queue waits of its requests in s, run time in s): a hook for metrics.
@@ -28,10 +30,12 @@ class _Request:
     rows: int
     future: asyncio.Future
     queued_at: float = field(default_factory=time.perf_counter)
+    started_at: float = 0.0  # its batch's run, set before the future's result
+    finished_at: float = 0.0
 
 
 class MicroBatcher:
-    def __init__(self, run: RunFn, max_batch: int = 16, max_wait_ms: float = 5.0,
+    def __init__(self, run: RunFn, max_batch: int = 16, max_wait_ms: float = 0.0,
                  concurrency: int = 1, on_batch: BatchObserver | None = None):
         self.run = run
         self.max_batch = max_batch
@@ -73,7 +77,10 @@ class MicroBatcher:
         request = _Request(inputs, rows.pop(), asyncio.get_running_loop().create_future())
         self.pending.setdefault(key, []).append(request)
         self._wakeup.set()
-        return await request.future
+        outputs = await request.future
+        timing.record("queue", request.queued_at, request.started_at)
+        timing.record("model", request.started_at, request.finished_at)
+        return outputs
 
     async def _work(self) -> None:
         while True:
@@ -137,5 +144,6 @@ class MicroBatcher:
         for request in batch:
             part = {n: a[start:start + request.rows] for n, a in outputs.items()}
             start += request.rows
+            request.started_at, request.finished_at = started, finished
             if not request.future.done():
                 request.future.set_result(part)

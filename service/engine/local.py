@@ -16,6 +16,7 @@ def build_runner(settings: Settings) -> OnnxRunner:
     manifest = load_manifest(settings.MODEL_DIR, settings.PRECISION)
     return OnnxRunner(manifest, choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU),
                       settings.INTRA_OP_THREADS, settings.INTER_OP_THREADS,
+                      intra_op_spinning=settings.INTRA_OP_SPINNING,
                       require_gpu=settings.REQUIRE_GPU, device_id=settings.CUDA_DEVICE_ID,
                       conv_algo_search=settings.CUDNN_CONV_ALGO_SEARCH,
                       max_batch=settings.MAX_BATCH,

@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service import timing
 from service.engine import wire
 from service.engine.base import (
     DeadlineExceeded,
@@ -35,15 +36,36 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+SPARE_CONNECTIONS = 16  # beyond one per queued job: /ready probes, async-job records
+
+# Check the queue's length and add the job in one step: with XLEN then XADD, concurrent requests
+# all saw room and a burst could overshoot QUEUE_MAX by as many requests as were in flight.
+# KEYS[1]: the jobs stream; ARGV: the limit, then the entry's fields and values. Returns -1 when
+# the job was queued, else the queue's length that refused it.
+ENQUEUE_LUA = """
+local queued = redis.call('XLEN', KEYS[1])
+if queued >= tonumber(ARGV[1]) then return queued end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+return -1
+"""
 
 
 def connect(settings: Settings, read_timeout_s: float) -> aioredis.Redis:
     """A client that fails fast: one immediate retry (a pooled connection a restart killed),
-    then the error. `read_timeout_s` must exceed the longest blocking call made on it."""
-    return aioredis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=read_timeout_s, retry=Retry(NoBackoff(), 1), health_check_interval=10,
+    then the error. `read_timeout_s` must exceed the longest blocking call made on it.
+
+    Each job in flight holds a connection for its BLPOP, and up to QUEUE_MAX jobs are: the pool
+    has room for them and a few more, and a command that finds every connection taken waits for
+    one (up to a job's deadline) rather than failing. redis-py's default pool (100, failing at
+    once) answered the 101st job in flight 503 "Too many connections".
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=settings.QUEUE_MAX + SPARE_CONNECTIONS,
+        timeout=settings.REQUEST_TIMEOUT_S,
+        socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_S, socket_timeout=read_timeout_s,
+        retry=Retry(NoBackoff(), 1), health_check_interval=10,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def redis_address(client: aioredis.Redis) -> str:
@@ -59,6 +81,7 @@ class RedisEngine(Engine):
         self.keys = Keys(settings.REDIS_PREFIX)
         self.redis = connect(settings, settings.REQUEST_TIMEOUT_S + 5.0)
         self.address = redis_address(self.redis)
+        self._enqueue = self.redis.register_script(ENQUEUE_LUA)
 
     async def start(self) -> None:
         try:
@@ -73,16 +96,17 @@ class RedisEngine(Engine):
     async def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         s, keys = self.settings, self.keys
         job_id = uuid.uuid4().hex
+        sent = time.perf_counter()
         deadline_s = time.time() + s.REQUEST_TIMEOUT_S
         payload = wire.pack(inputs)
         try:
-            queued = await self.redis.xlen(keys.jobs)
-            if queued >= s.QUEUE_MAX:
+            queued = await self._enqueue(
+                keys=[keys.jobs], args=[s.QUEUE_MAX, "id", job_id, "graph", graph,
+                                        "deadline_ms", int(deadline_s * 1000),
+                                        "payload", payload])
+            if queued >= 0:
                 raise EngineBusy(f"{queued} jobs are queued, the limit is {s.QUEUE_MAX} "
                                  "(VDIS_QUEUE_MAX); retry later", s.RETRY_AFTER_S)
-            await self.redis.xadd(keys.jobs, {"id": job_id, "graph": graph,
-                                              "deadline_ms": int(deadline_s * 1000),
-                                              "payload": payload})
             reply = await self.redis.blpop([keys.reply(job_id)],
                                            timeout=max(deadline_s - time.time(), 0.01))
             packed = None if reply is None else await self.redis.getdel(keys.result(job_id))
@@ -100,6 +124,12 @@ class RedisEngine(Engine):
         if meta.get("status") != "ok":
             raise JobFailed(meta.get("detail", "the worker gave no reason"),
                             meta.get("status", "job-failed"))
+        # The round trip is queueing (Redis, a worker's wait for a batch) but for the worker's
+        # onnxruntime call, which it reports.
+        answered = time.perf_counter()
+        model_s = min(float(meta.get("model_s") or 0.0), answered - sent)
+        timing.record("queue", sent, answered)
+        timing.record("model", answered - model_s, answered)
         return outputs
 
     def status(self) -> dict:

@@ -93,6 +93,7 @@ class OnnxRunner:
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None,
                  intra_op_threads: int = 0, inter_op_threads: int = 0, *,
+                 intra_op_spinning: bool = False,
                  require_gpu: bool = False, device_id: int = 0,
                  conv_algo_search: str = "HEURISTIC", max_batch: int = 16,
                  warmup_batches: Sequence[int] | None = None,
@@ -106,6 +107,8 @@ class OnnxRunner:
         self._options.intra_op_num_threads = intra_op_threads
         self._options.inter_op_num_threads = inter_op_threads
         self._options.log_severity_level = ORT_ERROR
+        self._options.add_session_config_entry("session.intra_op.allow_spinning",
+                                               "1" if intra_op_spinning else "0")
         providers = providers or choose_providers(require_gpu=require_gpu)
         self._providers = [
             (CUDA, {"device_id": device_id, "cudnn_conv_algo_search": conv_algo_search})

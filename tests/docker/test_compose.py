@@ -183,6 +183,21 @@ def test_dockerfile_structure(image):
     assert "VDIS_MODEL_DIR=/app/models/sprites" in " ".join(a for k, a in steps if k == "ENV")
 
 
+def test_containers_run_as_non_root():
+    """Each image ends as a system user made with a non-zero uid, and compose takes nothing
+    back: no `user: root`, no privileged mode, no added capabilities."""
+    for image, path in DOCKERFILES.items():
+        steps = instructions(path)
+        user = [a for k, a in steps if k == "USER"][-1]
+        created = [a for k, a in steps if k == "RUN" and "useradd" in a]
+        assert created and re.search(rf"--uid (\d+) .*\b{user}$", created[-1]), image
+        assert int(re.search(r"--uid (\d+)", created[-1]).group(1)) >= 1000, image
+    for path in (COMPOSE, CPU_OVERRIDE):
+        for name, service in load_yaml(path)["services"].items():
+            assert str(service.get("user", "")).split(":")[0] not in ("root", "0"), name
+            assert not service.get("privileged") and not service.get("cap_add"), name
+
+
 def test_one_onnxruntime_per_image():
     pyproject = REPO / "pyproject.toml"
     requirements = load_requirements_script().requirements

@@ -9,6 +9,7 @@ import pytest
 
 from service.engine import LocalEngine
 from service.engine.batcher import MicroBatcher
+from service.engine.local import build_runner
 from service.engine.manifest import load_manifest
 from tests.service.conftest import make_settings
 from tests.service.videos import moving_square
@@ -101,3 +102,13 @@ def test_the_service_never_imports_torch_or_model():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'model')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_intra_op_spinning_is_a_setting_off_by_default(model_dir):
+    def spinning(**overrides) -> str:
+        runner = build_runner(make_settings(model_dir, **overrides))
+        options = runner.sessions["encoder"].get_session_options()
+        return options.get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning() == "0"
+    assert spinning(INTRA_OP_SPINNING=True) == "1"

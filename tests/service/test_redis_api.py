@@ -158,6 +158,21 @@ def test_concurrent_clients_share_one_call(model_dir, prefix, worker, remote):
     assert sum(beat["batch_rows"].values()) - calls_before < 16, beat  # fewer calls than jobs
 
 
+def test_more_jobs_in_flight_than_redis_pys_default_pool_are_answered(model_dir, prefix, worker):
+    """Each job holds a connection for its reply; redis-py's pool stops at 100 by default."""
+    async def many():
+        engine = RedisEngine(redis_settings(model_dir, prefix))
+        await engine.start()
+        try:
+            clips = np.zeros((150, 8, 64, 64, 3), np.uint8)  # (N, T, S, S, 3)
+            return await asyncio.gather(*[engine.encode(clip) for clip in clips])
+        finally:
+            await engine.close()
+
+    codes = asyncio.run(many())
+    assert len(codes) == 150 and all(c.motion_mean.shape[:2] == (1, 8) for c in codes)
+
+
 def test_two_api_processes_and_two_workers(model_dir, prefix, worker, client, tmp_path):
     apis = [Api(model_dir, prefix, tmp_path) for _ in range(2)]
     try:

@@ -74,10 +74,17 @@ def test_limits_are_checked_before_decoding():
         vio.read_video(data, 8, limits=vio.Limits(max_pixels=96 * 80 - 1))
     with pytest.raises(vio.TooShort):
         vio.read_video(data, 13)
-    # The decoded-frame cap bounds the work: the clip is sampled from the first frames.
-    clip = vio.read_video(encode(moving_square(40), "webm"), 4,
-                          limits=vio.Limits(max_decoded_frames=10))
-    assert clip.indices == [0, 3, 6, 9]
+    # The decoded-frame cap bounds the work. Frames spread over a longer clip than the cap are
+    # refused: from the header's frame count (mp4), or once past the cap (webm says none).
+    capped = vio.Limits(max_decoded_frames=10)
+    for fmt in ("mp4", "webm"):
+        with pytest.raises(vio.TooLong, match="at most 10 are decoded"):
+            vio.read_video(encode(moving_square(40), fmt), 4, limits=capped)
+    clip = vio.read_video(encode(moving_square(10), "webm"), 4, limits=capped)
+    assert clip.indices == [0, 3, 6, 9]  # exactly the cap is fine
+    # Frames picked by time need only the first ones
+    clip = vio.read_video(encode(moving_square(40), "webm"), 4, start_s=0, fps=8, limits=capped)
+    assert clip.indices == [0, 1, 2, 3]
 
 
 def test_an_audio_only_file_is_not_a_video():

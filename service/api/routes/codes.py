@@ -10,15 +10,16 @@ from fastapi.responses import Response
 
 from service import videoio
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import OutputDep, render
-from service.api.problems import Problem
+from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.problems import MODEL_PROBLEMS, UPLOAD_PROBLEMS, Problem, responses
 from service.api.schemas import DecodeRequest, EncodePublic
 
 router = APIRouter(tags=["codes"])
 
 
 @router.post("/encode", response_model=EncodePublic,
-             responses={200: {"content": {"application/x-npz": {}}}})
+             responses={200: {"content": {"application/x-npz": {}}},
+                        **responses(*UPLOAD_PROBLEMS)})
 async def encode(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep,
     video: Annotated[UploadFile, File(description="a video: mp4, webm, avi, mov, gif, ...")],
@@ -51,7 +52,7 @@ async def encode(
     )
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:  # async: no worker thread (service.api.deps)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("application/json"):
         raise Problem("unsupported-media-type",
@@ -59,7 +60,8 @@ def require_json(request: Request) -> None:
 
 
 @router.post("/decode", dependencies=[Depends(require_json)],
-             response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
+             response_class=Response,
+             responses={200: {"content": VIDEO_CONTENT}, **responses(*MODEL_PROBLEMS)})
 async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
                  output: OutputDep):
     """A video from codes (JSON as /encode returns it): f (F,) and z (T, Z)."""

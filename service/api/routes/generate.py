@@ -11,14 +11,14 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import OutputDep, render
-from service.api.problems import Problem
+from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 
 router = APIRouter(tags=["latent operations"])
 
 
 @router.post("/generate", response_class=Response,
-             responses={200: {"content": {"video/mp4": {}}}})
+             responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def generate(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
     video: Annotated[UploadFile | None, File(description=(

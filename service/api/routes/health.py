@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import EngineDep, MetricsDep
-from service.api.problems import CATALOGUE, Problem, type_uri
+from service.api.problems import CATALOGUE, Problem, responses, type_uri
 
 router = APIRouter(tags=["operations"])
 
@@ -17,7 +17,8 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {
+    "description": "not ready: `reason` says why", "content": {"application/json": {}}}})
 async def ready(engine: EngineDep) -> JSONResponse:
     """The model is loaded: which onnxruntime provider runs it, and the queue's state.
 
@@ -30,7 +31,8 @@ async def ready(engine: EngineDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
 async def metrics(m: MetricsDep, engine: EngineDep) -> Response:
     """Prometheus text format; with the Redis engine also the queue and each worker's counts."""
     m.on_engine(await engine.probe())
@@ -43,7 +45,7 @@ async def model(engine: EngineDep) -> dict:
     return engine.manifest.public()
 
 
-@router.get("/problems/{slug}")
+@router.get("/problems/{slug}", responses=responses("not-found"))
 async def problem_type(slug: str) -> dict:
     """What one problem `type` URI means."""
     if slug not in CATALOGUE:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.api.problems import Problem
+from service.api.media import VIDEO_CONTENT
+from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_class=Response, responses={
+    200: {"description": "the job's state, or once done its request's own answer",
+          "content": VIDEO_CONTENT},
+    **responses(*UPLOAD_PROBLEMS, "not-found")})
 async def job(job_id: str, request: Request) -> Response:
     """`{"status": "queued" | "running"}` while it runs, then the request's own answer.
 

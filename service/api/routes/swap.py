@@ -10,12 +10,14 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
 from service.api.deps import ClipDep, EngineDep, SettingsDep, load_clip
-from service.api.media import OutputDep, render
+from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.problems import UPLOAD_PROBLEMS, responses
 
 router = APIRouter(tags=["latent operations"])
 
 
-@router.post("/swap", response_class=Response, responses={200: {"content": {"video/mp4": {}}}})
+@router.post("/swap", response_class=Response,
+             responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def swap(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
     appearance: Annotated[UploadFile, File(description="the video whose appearance is kept")],

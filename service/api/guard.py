@@ -1,0 +1,131 @@
+"""The gate in front of every request: API keys, and the size of the request body.
+
+A plain ASGI middleware outside everything else, so a request without a valid key or with too
+big a body costs no parsing, no spooling to disk and no async job:
+- with VDIS_API_KEYS set, the model endpoints (KEYED_PATHS, /jobs/...) need a key in `X-API-Key`
+  or `Authorization: Bearer <key>`, else 401 with `WWW-Authenticate`. Keys are compared as
+  SHA-256 digests with `hmac.compare_digest`, against every key, so neither a key's content nor
+  its length nor which key matched shows in the time taken. /health, /ready, /metrics, /model,
+  /problems, the docs and the web page stay open (docs/reliability.md says why).
+- a body whose Content-Length is over the limit is refused before a byte of it is read (413);
+  a body without one (chunked) is counted while the app reads it, and refused the moment it
+  passes the limit: the 413 goes out at once and the app is told the client has gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.problems import problem_response
+
+KEYED_PATHS = ("/encode", "/decode", "/swap", "/generate")
+KEYED_PREFIXES = ("/jobs/",)  # an async job's answer is a model endpoint's answer
+HOW_TO_SEND = "send it in the X-API-Key header or as `Authorization: Bearer <key>`"
+
+
+def needs_key(path: str) -> bool:
+    return path.rstrip("/") in KEYED_PATHS or path.startswith(KEYED_PREFIXES)
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+class RequestGuard:
+    """API keys (when `api_keys` is not empty) and a cap of `max_body_bytes` on each body."""
+
+    def __init__(self, app: ASGIApp, api_keys: tuple[bytes, ...], max_body_bytes: int):
+        self.app = app
+        self.key_digests = tuple(_digest(k) for k in api_keys)
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        path = scope["path"]
+        if self.key_digests and needs_key(path):
+            refusal = self._check_key(headers, path)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await self._too_large(f"the request body is {int(length)} bytes", path)(
+                scope, receive, send)
+            return
+        await self.app(scope, *self._capped(scope, receive, send))
+
+    def _check_key(self, headers: dict[bytes, bytes], path: str):
+        """None when the request carries a valid key, else the 401 to send."""
+        offered = headers.get(b"x-api-key")
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if offered is None and scheme.lower() == b"bearer":
+            offered = token.strip()
+        if offered:
+            digest = _digest(offered)
+            valid = False
+            for key in self.key_digests:  # every key, whichever matches
+                valid |= hmac.compare_digest(digest, key)
+            if valid:
+                return None
+            detail = f"the API key is not valid; {HOW_TO_SEND} (a key from VDIS_API_KEYS)"
+            challenge = 'Bearer realm="vdis", error="invalid_token"'
+        else:
+            detail = f"{path} needs an API key: {HOW_TO_SEND}"
+            challenge = 'Bearer realm="vdis"'
+        return problem_response("unauthorized", detail, path,
+                                headers={"WWW-Authenticate": challenge})
+
+    def _too_large(self, what: str, path: str):
+        return problem_response(
+            "too-large", f"{what}; the limit is {self.max_body_bytes} bytes (two files of "
+            "VDIS_MAX_UPLOAD_BYTES plus the form's framing): send smaller videos", path)
+
+    def _capped(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """receive and send for the app: the body counted as it arrives, the 413 sent early."""
+        received = 0
+        started = refused = False
+
+        async def capped_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    refused = True
+                    if not started:
+                        answer = self._too_large(
+                            f"the request body passed {self.max_body_bytes} bytes", scope["path"])
+                        await answer(scope, receive, send)
+                    # The app stops reading as if the client had gone; what it answers is dropped.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        return capped_receive, guarded_send
+
+
+def document_keys(openapi: dict) -> dict:
+    """Declare the keys in an OpenAPI document: the two schemes, required on the keyed paths."""
+    openapi.setdefault("components", {})["securitySchemes"] = {
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "bearer": {"type": "http", "scheme": "bearer"},
+    }
+    for path, operations in openapi["paths"].items():
+        if needs_key(path):
+            for operation in operations.values():
+                operation["security"] = [{"apiKey": []}, {"bearer": []}]
+    return openapi
