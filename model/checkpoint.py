@@ -25,10 +25,18 @@ def read_metadata(path: Path) -> tuple[ModelConfig, dict]:
 
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
+        names = list(f.keys())
     if "config" not in metadata:
         raise ValueError(f"{path}: not a vdis model file (no config in its metadata)")
     meta = json.loads(metadata.get("meta", "{}"))
-    return ModelConfig.from_dict(json.loads(metadata["config"])), meta
+    config = json.loads(metadata["config"])
+    # files written before the decoder's FiLM option existed: their weights tell the layout
+    config.setdefault("decoder_film", any(n.startswith("decoder.film.") for n in names))
+    config.setdefault("motion_view", "rgb")  # files from before the silhouette view
+    config.setdefault("appearance_patch", 2)  # and before the patch size was an option
+    config.setdefault("decoder_palette", 0)  # and before the palette output
+    config.setdefault("appearance_bands", 1)  # and before f pooled by bands
+    return ModelConfig.from_dict(config), meta
 
 
 def load_model(path: Path, device: str = "cpu") -> tuple[SequentialVAE, dict]:

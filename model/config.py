@@ -15,11 +15,20 @@ class ModelConfig:
     channels: int = 3
     seq_len: int = 8  # training length; any T works at inference
     appearance_dim: int = 32  # F: size of the appearance code f
-    motion_dim: int = 16  # Z: size of each motion code z_t
+    motion_dim: int = 8  # Z: size of each motion code z_t
     width: int = 32  # channels of the first conv layer; doubles per layer
     hidden: int = 256  # frame feature and recurrent state size
     appearance_width: int = 64  # channels of the bag-of-patches appearance encoder
+    appearance_patch: int = 4  # side of the square patches f is pooled from
+    appearance_bands: int = 4  # horizontal bands pooled apart (head to feet); 1: all together
     appearance_train_frames: int = 4  # frames f is pooled from in a training step (speed)
+    decode_train_frames: int = 4  # frames decoded and scored per clip in a training step (0: all)
+    decoder_film: bool = True  # f also scales and shifts the decoder's channels (FiLM)
+    # K > 0: each pixel is a soft choice among K colours that f sets (a palette); 0: plain RGB
+    decoder_palette: int = 16
+    # what the motion encoder sees: "silhouette" (a colour-free soft foreground map, for clips
+    # on a plain dark background such as Sprites) or "rgb" (the frames as they are)
+    motion_view: str = "silhouette"
     unordered_frames: int = 3  # frames pooled into f by the unordered architecture
 
     def __post_init__(self) -> None:
@@ -27,6 +36,8 @@ class ModelConfig:
             raise ValueError(f"arch must be 'dsvae' or 'unordered', not {self.arch!r}")
         if self.posterior not in ("factorised", "full"):
             raise ValueError(f"posterior must be 'factorised' or 'full', not {self.posterior!r}")
+        if self.motion_view not in ("silhouette", "rgb"):
+            raise ValueError(f"motion_view must be 'silhouette' or 'rgb', not {self.motion_view!r}")
         if self.frame_size != 64:
             raise ValueError("only 64x64 frames are supported")
 
@@ -49,7 +60,7 @@ class LossConfig:
     triplet_margin: float = 1.0
     dynamic_prediction: float = 1.0  # S3VAE head on z_t predicting the flow-grid cell
     mutual_information: float = 1.0  # S3VAE MI(f; z_t) penalty, minibatch-weighted sampling
-    swap_cycle: float = 30.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
+    swap_cycle: float = 0.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
 
 
@@ -63,6 +74,7 @@ class TrainConfig:
     epochs: int = 30
     max_minutes: float = 0.0  # 0: no time budget
     colour_augment: bool = True  # the motion encoder sees randomly recoloured clips
+    recolour_targets: float = 0.0  # share of clips whose target and f input are recoloured
     bf16: bool = True  # CPU autocast to bfloat16 where the CPU has AMX/AVX512-BF16
     seed: int = 0
     threads: int = 0  # 0: torch's default

@@ -33,10 +33,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--dataset", default="sprites", help="sprites | mmnist | folder:PATH")
     p.add_argument("--arch", default="dsvae", choices=["dsvae", "unordered"])
     p.add_argument("--posterior", default="factorised", choices=["factorised", "full"])
-    p.add_argument("--appearance-dim", type=int, default=32)
-    p.add_argument("--motion-dim", type=int, default=16)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=256)
+    m = ModelConfig()
+    p.add_argument("--appearance-dim", type=int, default=m.appearance_dim)
+    p.add_argument("--motion-dim", type=int, default=m.motion_dim)
+    p.add_argument("--width", type=int, default=m.width)
+    p.add_argument("--hidden", type=int, default=m.hidden)
+    p.add_argument("--motion-view", default=m.motion_view, choices=["silhouette", "rgb"],
+                   help="what the motion encoder sees (silhouette: clips on a dark background)")
     p.add_argument("--epochs", type=int, default=18)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                        default=getattr(LossConfig(), name))
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
     p.add_argument("--no-colour-augment", action="store_true")
+    p.add_argument("--recolour-targets", type=float, default=TrainConfig().recolour_targets,
+                   help="share of clips whose target (and f input) is recoloured too")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -55,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     a = p.parse_args(argv)
     model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
-                        motion_dim=a.motion_dim, width=a.width, hidden=a.hidden)
+                        motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
+                        motion_view=a.motion_view)
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
@@ -64,21 +70,43 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
+        recolour_targets=a.recolour_targets,
         bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out)
     return cfg, a.resume
 
 
-def colour_augment(video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def colour_augment(video: torch.Tensor, generator: torch.Generator,
+                   share: float = 1.0) -> torch.Tensor:
     """Recolour each clip at random (channel permutation and gains): (B, T, 3, H, W).
 
-    The motion encoder only ever sees recoloured clips, so colours (most of a character's
-    appearance) cannot be carried by the motion codes and must come from f.
+    `share` of the clips (drawn per clip) are recoloured, the others are returned as they are.
+    The motion encoder only ever sees recoloured clips, so colours cannot be carried reliably
+    by the motion codes. Recolouring the reconstruction target too (and what f reads), with
+    an independent draw, goes further: the motion codes then cannot tell the target's colours
+    at all, so the decoder has to take them from f.
     """
     b = video.shape[0]
     perms = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])  # (B, 3)
     out = torch.gather(video, 2, perms[:, None, :, None, None].expand_as(video))
     gains = 0.6 + 0.8 * torch.rand(b, 1, 3, 1, 1, generator=generator)
-    return (out * gains).clamp(0, 1)
+    out = (out * gains).clamp(0, 1)
+    if share >= 1.0:
+        return out
+    keep = torch.rand(b, 1, 1, 1, 1, generator=generator) >= share
+    return torch.where(keep, video, out)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16).
+
+    Elsewhere (e.g. an AVX2-only AMD EPYC) bf16 autocast is emulated and measured 10x slower
+    than float32, so it is only used where these flags are present.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def git_commit() -> str:
@@ -94,8 +122,10 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
                    kl_scale: float) -> dict[str, torch.Tensor]:
     lc = cfg.loss
     out = model(video, motion_input)
+    frames = out["recon_frames"]
     terms = {
-        "recon": losses.reconstruction(out["recon"].float(), video),
+        "recon": losses.reconstruction(out["recon"].float(), video[:, frames])
+        * (video.shape[1] / len(frames)),
         "kl_f": losses.kl_standard_normal(out["f_mean"].float(), out["f_logvar"].float()),
         "kl_z": losses.kl_gaussians(out["z_mean"].float(), out["z_logvar"].float(),
                                     out["prior_mean"].float(), out["prior_logvar"].float()),
@@ -103,8 +133,9 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
     total = terms["recon"] + kl_scale * (lc.beta_appearance * terms["kl_f"]
                                          + lc.beta_motion * terms["kl_z"])
     if lc.static_consistency > 0:
-        shuffled = video[:, torch.randperm(video.shape[1])]
-        positive, _ = model.encode_appearance(shuffled)
+        # positive: f of other frames of the same clip, in another order (f pools over frames)
+        n = model.cfg.appearance_train_frames or video.shape[1]
+        positive, _ = model.encode_appearance(video[:, torch.randperm(video.shape[1])[:n]])
         anchor = out["f_mean"]
         terms["triplet"] = losses.static_consistency(
             anchor.float(), positive.float(), anchor.roll(1, 0).float(), lc.triplet_margin)
@@ -178,7 +209,8 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"resumed from epoch {start_epoch}, step {step}")
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    use_bf16 = cfg.bf16 and device.type == "cpu"
+    use_bf16 = cfg.bf16 and device.type == "cpu" and cpu_has_fast_bf16()
+    print(f"device {device}, bfloat16 autocast {'on' if use_bf16 else 'off'}", flush=True)
     started = time.time()
     log = open(out_dir / "log.csv", "a", newline="")
     writer = None
@@ -193,6 +225,8 @@ def main(argv: list[str] | None = None) -> Path:
             idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
             video = to_tensor(data.videos[idx]).to(device)
             motion_input = colour_augment(video, aug_gen) if cfg.colour_augment else video
+            if cfg.recolour_targets > 0:
+                video = colour_augment(video, aug_gen, cfg.recolour_targets)
             flow = torch.from_numpy(data.flow[idx]).to(device) if data.flow is not None else None
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)

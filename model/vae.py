@@ -5,11 +5,15 @@ Generative model (DSVAE, Li & Mandt 2018):
 with an LSTM prior for z_t. The "unordered" architecture (Helminger et al. 2018) replaces the
 recurrent prior by p(z_t | f) and pools f from a few frames taken in any order.
 
-Why the appearance encoder is a bag of patches: f is pooled (mean and max) over every 2x2 patch
-of every frame after per-patch layers, so it sees which colours are present but not where they
-are or in which order the frames come. Pose, facing direction and action live in the shape of
-the figure, which this encoder cannot see, so they have to travel through the motion codes.
-(A plain DSVAE whose f reads whole frames puts the motion into f; see docs/model.md.)
+Where appearance and motion can go is set by what each encoder sees, not left to the losses:
+- f (appearance) is pooled over patches of every frame, by horizontal band (head to feet): it
+  knows which colours a character has and roughly at which height, not where across, nor the
+  frame order. Pose, facing direction and action are shapes, so f cannot carry them. (A plain
+  DSVAE whose f reads whole frames puts the motion into f; see docs/model.md.)
+- z_t (motion) sees the frame as a colour-free silhouette (`motion_view="silhouette"`), so it
+  cannot carry skin, clothes or hair colours.
+- The decoder paints from a palette that only f sets (`decoder_palette`): where each colour
+  goes is drawn from z_t and f, what each colour is comes from f alone.
 
 Shapes: video (B, T, 3, 64, 64) float in [0, 1]; f (B, F); z (B, T, Z).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
@@ -36,42 +41,75 @@ def _up(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def silhouette(frames: torch.Tensor) -> torch.Tensor:
+    """A colour-free view of frames (N, C, H, W) in [0, 1]: (N, 1, H, W) soft foreground map.
+
+    The brightest channel, saturated (anything above 0.04 counts as figure, the background of
+    Sprites is exactly 0), then averaged over 2x2 blocks so outlines are soft. What is left is
+    where the figure is: pose, facing direction and action, but no colours, so the motion
+    codes cannot tell a character's skin, clothes or hair colour.
+    """
+    mask = (frames.amax(1, keepdim=True) * 25.0).clamp(0.0, 1.0)
+    return F.avg_pool2d(mask, 2)  # (N, 1, H/2, W/2): pose needs no finer outline
+
+
 class FrameEncoder(nn.Module):
-    """Per-frame conv encoder: (N, 3, 64, 64) -> (N, hidden)."""
+    """Per-frame conv encoder: (N, C, 64, 64) -> (N, hidden); C = 1 for the silhouette view."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w = cfg.width
-        self.convs = nn.Sequential(
-            _down(cfg.channels, w), _down(w, 2 * w), _down(2 * w, 4 * w), _down(4 * w, 8 * w)
-        )
-        self.fc = nn.Sequential(nn.Linear(8 * w * 4 * 4, cfg.hidden), nn.LeakyReLU(0.2))
+        if cfg.motion_view == "silhouette":  # (1, 32, 32) in: three layers down to 4x4
+            self.view = silhouette
+            self.convs = nn.Sequential(_down(1, w), _down(w, 2 * w), _down(2 * w, 4 * w))
+            out = 4 * w
+        else:
+            self.view = None
+            self.convs = nn.Sequential(
+                _down(cfg.channels, w), _down(w, 2 * w), _down(2 * w, 4 * w), _down(4 * w, 8 * w)
+            )
+            out = 8 * w
+        self.fc = nn.Sequential(nn.Linear(out * 4 * 4, cfg.hidden), nn.LeakyReLU(0.2))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.view is not None:
+            frames = self.view(frames)
         return self.fc(self.convs(frames).flatten(1))
 
 
 class AppearanceEncoder(nn.Module):
-    """Bag-of-patches encoder: video (B, T, 3, 64, 64) -> f mean, log-variance (B, F)."""
+    """Bag-of-patches encoder: video (B, T, 3, 64, 64) -> f mean, log-variance (B, F).
+
+    Patch features are pooled (mean and max) over frames and columns within each of
+    `appearance_bands` horizontal bands of the frame, so f knows roughly at which height a
+    colour is (hair on top, trousers at the bottom: two parts may share a colour) but not
+    where it is across, nor in which frame.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        a = cfg.appearance_width
+        a, k = cfg.appearance_width, cfg.appearance_patch
         self.patches = nn.Sequential(
-            nn.Conv2d(cfg.channels, a, 2, 2), nn.LeakyReLU(0.2),
+            nn.Conv2d(cfg.channels, a, k, k), nn.LeakyReLU(0.2),
             nn.Conv2d(a, a, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(a, a, 1),
         )
+        self.bands = cfg.appearance_bands
+        if (cfg.frame_size // k) % self.bands:
+            raise ValueError("appearance_bands must divide the rows of patches")
         self.head = nn.Sequential(
-            nn.Linear(2 * a, cfg.hidden), nn.LeakyReLU(0.2),
+            nn.Linear(2 * a * self.bands, cfg.hidden), nn.LeakyReLU(0.2),
             nn.Linear(cfg.hidden, 2 * cfg.appearance_dim),
         )
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = video.shape[0]
-        feats = self.patches(video.flatten(0, 1))  # (B*T, A, 32, 32)
-        feats = feats.unflatten(0, (b, -1)).transpose(1, 2).flatten(2)  # (B, A, T*32*32)
-        pooled = torch.cat([feats.mean(-1), feats.amax(-1)], -1)  # (B, 2A)
+        feats = self.patches(video.flatten(0, 1))  # (B*T, A, R, R), R = 64/k
+        a, r = feats.shape[1], feats.shape[2]
+        # (B, T, A, bands, R/bands, R) -> (B, A, bands, T * R/bands * R)
+        feats = feats.reshape(b, -1, a, self.bands, r // self.bands, r)
+        feats = feats.permute(0, 2, 3, 1, 4, 5).flatten(3)
+        pooled = torch.cat([feats.mean(-1), feats.amax(-1)], -1).flatten(1)  # (B, 2A*bands)
         mean, logvar = self.head(pooled).chunk(2, -1)
         return mean, logvar
 
@@ -111,7 +149,17 @@ class MotionPosterior(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p(x_t | z_t, f): f (B, F), z (B, T, Z) -> video (B, T, 3, 64, 64) in [0, 1]."""
+    """p(x_t | z_t, f): f (B, F), z (B, T, Z) -> video (B, T, 3, 64, 64) in [0, 1].
+
+    f enters twice: with z_t in the first layer, and as a per-channel scale and shift (FiLM)
+    after every normalised upsampling layer. Colours are channel statistics, so FiLM gives f a
+    direct hand on them, while z_t's layout sets where things are.
+
+    With `decoder_palette` K > 0 the last layer gives K logits per pixel instead of RGB, and
+    each pixel is the softmax-weighted mix of K colours computed from f alone: the network
+    draws which part goes where, the appearance code says what colour each part has. Pixel
+    art has few colours, so this is sharp where a plain RGB output is a blurred average.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -121,15 +169,53 @@ class Decoder(nn.Module):
             nn.Linear(cfg.appearance_dim + cfg.motion_dim, cfg.hidden), nn.LeakyReLU(0.2),
             nn.Linear(cfg.hidden, 8 * w * 4 * 4), nn.LeakyReLU(0.2),
         )
-        self.convs = nn.Sequential(
-            _up(8 * w, 4 * w), _up(4 * w, 2 * w), _up(2 * w, w),
-            nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Sigmoid(),
-        )
+        self.film = self.palette = None
+        if not cfg.decoder_film:  # the layout of checkpoints from before FiLM (no palette)
+            self.convs = nn.Sequential(
+                _up(8 * w, 4 * w), _up(4 * w, 2 * w), _up(2 * w, w),
+                nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Sigmoid(),
+            )
+            return
+        self.ups = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout))
+            for cin, cout in ((8 * w, 4 * w), (4 * w, 2 * w), (2 * w, w))
+        ])
+        self.film = nn.Linear(cfg.appearance_dim, 2 * (4 * w + 2 * w + w))
+        nn.init.zeros_(self.film.weight)  # starts as the plain decoder
+        nn.init.zeros_(self.film.bias)
+        self.act = nn.LeakyReLU(0.2)
+        if cfg.decoder_palette:
+            k = cfg.decoder_palette
+            self.out = nn.ConvTranspose2d(w, k, 4, 2, 1)  # logits of the K colours per pixel
+            self.palette = nn.Sequential(
+                nn.Linear(cfg.appearance_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                nn.Linear(cfg.hidden, k * cfg.channels), nn.Sigmoid(),
+            )
+        else:
+            self.out = nn.Sequential(nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Sigmoid())
 
     def forward(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        f_seq = f.unsqueeze(1) * torch.ones_like(z[..., :1])  # (B, T, F)
+        per_frame = torch.ones_like(z[..., :1])  # (B, T, 1): broadcasts f over frames
+        f_seq = f.unsqueeze(1) * per_frame  # (B, T, F)
         fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
-        frames = self.convs(self.fc(fz).unflatten(1, (8 * self.w, 4, 4)))  # (B*T, 3, 64, 64)
+        h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
+        if self.film is None:
+            return self.convs(h).unflatten(0, z.shape[:2])
+        film = (self.film(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, 2 * channels)
+        start = 0
+        for up in self.ups:
+            h = up(h)
+            c = h.shape[1]
+            scale = film[:, start:start + c, None, None]
+            shift = film[:, start + c:start + 2 * c, None, None]
+            h = self.act(h * (1 + scale) + shift)
+            start += 2 * c
+        frames = self.out(h)  # (B*T, 3, 64, 64), or (B*T, K, 64, 64) logits with a palette
+        if self.palette is not None:
+            colours = self.palette(f_seq.flatten(0, 1)).unflatten(1, (frames.shape[1], -1))
+            weights = frames.softmax(1).flatten(2)  # (B*T, K, 64*64)
+            mixed = torch.matmul(colours.transpose(1, 2), weights)  # (B*T, 3, 64*64)
+            frames = mixed.unflatten(2, frames.shape[2:])
         return frames.unflatten(0, z.shape[:2])
 
 
@@ -233,11 +319,17 @@ class SequentialVAE(nn.Module):
         z_mean, z_logvar = self.encode_motion(video if motion_input is None else motion_input, f)
         z = reparameterise(z_mean, z_logvar)
         prior_mean, prior_logvar = self.prior(z, f)
+        # decoding is most of a step's cost: in training, score a random subset of the frames
+        # (an unbiased estimate of the whole clip's error once scaled by T / len(frames))
+        frames = torch.arange(video.shape[1], device=video.device)
+        n = self.cfg.decode_train_frames
+        if self.training and 0 < n < video.shape[1]:
+            frames = torch.randperm(video.shape[1], device=video.device)[:n].sort().values
         return {
             "f": f, "f_mean": f_mean, "f_logvar": f_logvar,
             "z": z, "z_mean": z_mean, "z_logvar": z_logvar,
             "prior_mean": prior_mean, "prior_logvar": prior_logvar,
-            "recon": self.decode(f, z),
+            "recon": self.decode(f, z[:, frames]), "recon_frames": frames,
             "flow_logits": self.flow_head(z),
         }
 

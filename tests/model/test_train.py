@@ -21,7 +21,7 @@ def test_a_few_steps_lower_the_loss_with_every_term_on():
     video = train.to_tensor(clips)
     flow = torch.from_numpy(flow_labels_for(clips, progress=False))
     cfg = TrainConfig(model=ModelConfig(width=8, hidden=32, appearance_width=16),
-                      loss=LossConfig(kl_warmup_steps=0))
+                      loss=LossConfig(kl_warmup_steps=0, swap_cycle=30.0))  # off by default
     model = SequentialVAE(cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
@@ -44,6 +44,14 @@ def test_colour_augment_keeps_shapes_and_range():
     # a channel permutation and gains: where the clip is black it stays black
     black = torch.zeros_like(video)
     assert float(train.colour_augment(black, torch.Generator()).abs().max()) == 0.0
+
+
+def test_colour_augment_share_recolours_that_share_of_clips():
+    video = torch.rand(400, 1, 3, 2, 2)
+    out = train.colour_augment(video, torch.Generator().manual_seed(2), share=0.7)
+    untouched = (out == video).flatten(1).all(1).float().mean()
+    assert 0.2 < float(untouched) < 0.4  # 30% kept as they are
+    assert torch.equal(train.colour_augment(video, torch.Generator(), share=0.0), video)
 
 
 def test_train_command_writes_checkpoint_curves_and_images(tmp_path):

@@ -67,6 +67,35 @@ def test_checkpoint_round_trip(tmp_path):
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("film", [True, False])
+def test_a_file_from_before_the_film_option_loads_with_its_layout(tmp_path, film):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model(seed=4, decoder_film=film)
+    path = tmp_path / "model.safetensors"
+    save_model(model, path)
+    config = model.cfg.to_dict()
+    del config["decoder_film"]  # as written by older code
+    save_file(load_file(str(path)), str(path), metadata={"config": json.dumps(config)})
+    loaded, _ = load_model(path)
+    assert loaded.cfg.decoder_film is film
+    f, z = torch.randn(2, model.cfg.appearance_dim), torch.randn(2, 3, model.cfg.motion_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decode(f, z), model.decode(f, z))
+
+
+def test_film_lets_the_appearance_code_scale_decoder_channels():
+    model = tiny_model(seed=5)
+    f, z = torch.randn(2, model.cfg.appearance_dim), torch.randn(2, 3, model.cfg.motion_dim)
+    with torch.no_grad():
+        plain = model.decode(f, z)  # FiLM starts at zero: the plain decoder
+        torch.nn.init.normal_(model.decoder.film.weight)
+        modulated = model.decode(f, z)
+        assert float((plain - modulated).abs().max()) > 1e-3
+
+
 def test_a_file_without_config_is_refused(tmp_path):
     from safetensors.torch import save_file
 
@@ -74,3 +103,52 @@ def test_a_file_without_config_is_refused(tmp_path):
     save_file({"w": torch.zeros(1)}, str(path))
     with pytest.raises(ValueError, match="not a vdis model"):
         load_model(path)
+
+
+def test_a_file_from_before_the_silhouette_palette_and_bands_loads_with_its_layout(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    old = {"motion_view": "rgb", "decoder_palette": 0, "appearance_bands": 1,
+           "appearance_patch": 2}
+    model = tiny_model(seed=6, **old)
+    path = tmp_path / "model.safetensors"
+    save_model(model, path)
+    config = {k: v for k, v in model.cfg.to_dict().items() if k not in old}
+    save_file(load_file(str(path)), str(path), metadata={"config": json.dumps(config)})
+    loaded, _ = load_model(path)
+    assert {k: getattr(loaded.cfg, k) for k in old} == old
+    video = torch.rand(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.encode(video), loaded.encode(video), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_motion_codes_do_not_see_colours():
+    """The silhouette view: recolouring a character (same shape) leaves z as it was."""
+    model = tiny_model(seed=7)
+    video = torch.zeros(2, 4, 3, 64, 64)
+    video[:, :, :, 16:48, 20:40] = torch.rand(2, 4, 3, 32, 20) * 0.8 + 0.1  # a figure on black
+    recoloured = video[:, :, [2, 0, 1]] * 0.9  # other colours, the same figure
+    f = torch.zeros(2, model.cfg.appearance_dim)
+    with torch.no_grad():
+        z, _ = model.encode_motion(video, f)
+        z_recoloured, _ = model.encode_motion(recoloured, f)
+        f_mean, _ = model.encode_appearance(video)
+        f_recoloured, _ = model.encode_appearance(recoloured)
+    torch.testing.assert_close(z, z_recoloured)
+    assert float((f_mean - f_recoloured).abs().max()) > 1e-4  # f does see the colours
+
+
+def test_palette_decoder_paints_mixtures_of_the_colours_f_sets():
+    model = tiny_model(seed=8)
+    f, z = torch.randn(2, model.cfg.appearance_dim), torch.randn(2, 3, model.cfg.motion_dim)
+    with torch.no_grad():
+        frames = model.decode(f, z)  # (2, 3, 3, 64, 64)
+        colours = model.decoder.palette(f).unflatten(1, (model.cfg.decoder_palette, 3))
+        other_motion = model.decode(f, torch.randn_like(z))
+    low = colours.amin(1)[:, None, :, None, None]  # (2, 1, 3, 1, 1)
+    high = colours.amax(1)[:, None, :, None, None]
+    assert bool(((frames >= low - 1e-6) & (frames <= high + 1e-6)).all())
+    assert float((frames - other_motion).abs().max()) > 1e-6  # z moves the colours around
