@@ -206,13 +206,15 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                 # onnxruntime 1.31's CPU LSTM crashes (SIGSEGV) on float16, so this variant
                 # could not be checked for parity: it is not shipped
                 continue
+            if graph_name == "prior" and recurrent:
+                # the recurrent prior stays float32: its roll-out feeds each step's rounding
+                # into the next (measured 0.14 off float32 over 64 steps on a trained model,
+                # 7x the tolerance), and it is a few small matrix products per step anyway
+                continue
             path = out_dir / f"{graph_name}.fp16.onnx"
             start = time.perf_counter()
-            wrapped = Float16Graph(module)
-            if graph_name == "prior" and isinstance(module, RecurrentPriorGraph):
-                wrapped = _ScriptedHalfPrior(module.half())
-            _export_one(wrapped, specs[graph_name], example_inputs(model, graph_name), path,
-                        script=recurrent and graph_name == "prior")
+            _export_one(Float16Graph(module), specs[graph_name],
+                        example_inputs(model, graph_name), path, script=False)
             variants[graph_name] = {"file": path.name, "sha256": sha256(path),
                                     "tolerance": FP16_TOLERANCE}
             if progress:
@@ -240,13 +242,3 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out_dir / "manifest.json"
 
-
-class _ScriptedHalfPrior(nn.Module):
-    """The recurrent prior in float16 with float32 inputs and outputs, scriptable."""
-
-    def __init__(self, prior: RecurrentPriorGraph):
-        super().__init__()
-        self.prior = prior
-
-    def forward(self, appearance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.prior(appearance.half(), noise.half()).float()

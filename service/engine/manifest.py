@@ -104,10 +104,11 @@ def load_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
             )
     if precision in ("float32", "auto"):  # auto: float32, the runner may swap graphs on CUDA
         chosen = raw["graphs"]
-    else:
-        chosen = raw.get("variants", {}).get(precision, {})
-        if any(g not in chosen for g in GRAPHS):
-            raise RuntimeError(f"{path}: no complete {precision} variant for VDIS_PRECISION")
+    else:  # a graph the variant leaves out (e.g. a recurrent prior) runs in float32
+        variant = raw.get("variants", {}).get(precision)
+        if not variant:
+            raise RuntimeError(f"{path}: no {precision} variant for VDIS_PRECISION")
+        chosen = {name: variant.get(name, raw["graphs"][name]) for name in GRAPHS}
     files = {name: folder / chosen[name]["file"] for name in GRAPHS}
     return Manifest(folder, raw, files, precision)
 

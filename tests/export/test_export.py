@@ -42,8 +42,10 @@ def test_parity_at_every_batch_size_and_length(exported):
     model, folder = exported
     manifest = json.loads((folder / "manifest.json").read_text())
     fp16 = manifest["variants"]["float16"]
-    # onnxruntime's CPU LSTM crashes on float16: the full posterior ships no float16 encoder
-    expected = {"decoder", "prior"} | ({"encoder"} if model.cfg.posterior != "full" else set())
+    # onnxruntime's CPU LSTM crashes on float16: the full posterior ships no float16 encoder;
+    # the recurrent prior stays float32 (its roll-out compounds float16 rounding)
+    expected = ({"decoder"} | ({"encoder"} if model.cfg.posterior != "full" else set())
+                | ({"prior"} if model.cfg.arch == "unordered" else set()))
     assert set(fp16) == expected
     for spec in manifest["graphs"].values():  # the manifest describes the real graphs
         sess = session(folder / spec["file"])
@@ -77,7 +79,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("file", ["encoder.onnx", "prior.fp16.onnx"])
+@pytest.mark.parametrize("file", ["encoder.onnx", "decoder.fp16.onnx"])
 def test_a_tampered_file_is_refused(tiny_model_dir, checkpoint, tmp_path, capsys, file):
     copy = _copy(tiny_model_dir, tmp_path)
     with (copy / file).open("ab") as f:
