@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE
+from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE, lstm_rollout
 
 FORMAT_VERSION = 1
 OPSET = 18
@@ -45,37 +45,20 @@ class DecoderGraph(nn.Module):
 
 
 class RecurrentPriorGraph(nn.Module):
-    """DSVAE's LSTM prior rolled out over T steps; written for torch.jit.script.
-
-    The LSTM cell is spelled out (PyTorch's gate order i, f, g, o) so the scripted loop
-    exports to plain ONNX ops inside a Loop.
-    """
+    """DSVAE's LSTM prior rolled out over T steps in float64 (model.vae.lstm_rollout, as the
+    PyTorch model samples); float32 in and out. Written for torch.jit.script."""
 
     def __init__(self, prior: RecurrentPrior):
         super().__init__()
-        lstm = prior.lstm
-        self.w_ih = nn.Parameter(lstm.weight_ih_l0.detach().clone())
-        self.w_hh = nn.Parameter(lstm.weight_hh_l0.detach().clone())
-        self.bias = nn.Parameter((lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().clone())
-        self.out = prior.out
-        self.hidden = lstm.hidden_size
+        w_ih, w_hh, bias, w_out, b_out = prior.rollout_weights()
+        self.w_ih, self.w_hh, self.bias = nn.Parameter(w_ih), nn.Parameter(w_hh), nn.Parameter(bias)
+        self.w_out, self.b_out = nn.Parameter(w_out), nn.Parameter(b_out)
 
     def forward(self, appearance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        b = noise.size(0)
-        # "+ 0 * input" ties the zero states to the inputs so their batch size stays dynamic
-        h = torch.zeros(b, self.hidden, dtype=noise.dtype) + appearance[:, :1] * 0.0
-        c = torch.zeros_like(h)
-        z = noise[:, 0] * 0.0
-        codes = []
-        for t in range(noise.size(1)):
-            gates = z @ self.w_ih.t() + h @ self.w_hh.t() + self.bias
-            i, f, g, o = gates.chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            mean, logvar = self.out(h).chunk(2, 1)
-            z = mean + torch.exp(0.5 * logvar) * noise[:, t]
-            codes.append(z)
-        return torch.stack(codes, 1)
+        # the appearance input is part of the graph's signature (the unordered prior uses it)
+        z = lstm_rollout(self.w_ih, self.w_hh, self.bias, self.w_out, self.b_out,
+                         noise.double() + appearance[:, :1, None].double() * 0.0)
+        return z.float()
 
 
 class ConditionalPriorGraph(nn.Module):
