@@ -41,7 +41,7 @@ data: setup
 	$(PY) -m model.data build sprites --preview docs/sprites-preview.png
 
 train: setup
-	$(PY) -m model.train --out runs/sprites --max-minutes 100
+	$(PY) -m model.train --out runs/sprites   # defaults: the shipped model's run (100 min)
 
 clean:
 	rm -rf $(VENV) .cache runs

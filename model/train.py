@@ -40,10 +40,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--hidden", type=int, default=m.hidden)
     p.add_argument("--motion-view", default=m.motion_view, choices=["silhouette", "rgb"],
                    help="what the motion encoder sees (silhouette: clips on a dark background)")
-    p.add_argument("--epochs", type=int, default=18)
+    t = TrainConfig()
+    p.add_argument("--epochs", type=int, default=t.epochs)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this budget")
+    p.add_argument("--max-minutes", type=float, default=t.max_minutes,
+                   help="time budget; the learning-rate schedule ends with it (0: none)")
     for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
                  "mutual_information", "swap_cycle"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
