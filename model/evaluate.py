@@ -262,6 +262,8 @@ def summarise(runs: list[dict]) -> dict:
     for name in sprites.ATTRIBUTES:
         out[f"b_{name}"] = stat([r["b"][name] for r in runs])
     out["c_appearance"] = stat([r["c"]["appearance"] for r in runs])
+    for k, name in enumerate(sprites.ATTRIBUTES):
+        out[f"c_{name}"] = stat([r["c"]["appearance_per_head"][k] for r in runs])
     out["c_motion"] = stat([r["c"]["motion"] for r in runs])
     return out
 
@@ -279,9 +281,11 @@ def markdown_table(results: dict, name: str = "vdis (ours)") -> str:
         f"| {name} | " + " | ".join(f"{100 * s[f'b_{a}']['mean']:.2f}%"
                                     for a in sprites.ATTRIBUTES) + " |",
         "",
-        "| swap (f of A, z of B) | appearance of A (all 4 heads) | motion of B |", "|---|---|---|",
+        "| swap (f of A, z of B) | appearance of A (all 4 heads) | body | bottom | top | hair "
+        "| motion of B |", "|---|---|---|---|---|---|---|",
         f"| {name} | {100 * s['c_appearance']['mean']:.2f}% ± {100 * s['c_appearance']['std']:.2f}"
-        f" | {100 * s['c_motion']['mean']:.2f}% ± {100 * s['c_motion']['std']:.2f} |",
+        " | " + " | ".join(f"{100 * s[f'c_{a}']['mean']:.2f}%" for a in sprites.ATTRIBUTES)
+        + f" | {100 * s['c_motion']['mean']:.2f}% ± {100 * s['c_motion']['std']:.2f} |",
     ]
     return "\n".join(lines)
 
