@@ -212,7 +212,9 @@ class Decoder(nn.Module):
             start += 2 * c
         frames = self.out(h)  # (B*T, 3, 64, 64), or (B*T, K, 64, 64) logits with a palette
         if self.palette is not None:
-            colours = self.palette(f_seq.flatten(0, 1)).unflatten(1, (frames.shape[1], -1))
+            # the palette depends on f alone: once per clip, then broadcast over its frames
+            palette = (self.palette(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, K*3)
+            colours = palette.unflatten(1, (frames.shape[1], -1))  # (B*T, K, 3)
             weights = frames.softmax(1).flatten(2)  # (B*T, K, 64*64)
             mixed = torch.matmul(colours.transpose(1, 2), weights)  # (B*T, 3, 64*64)
             frames = mixed.unflatten(2, frames.shape[2:])
