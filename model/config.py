@@ -82,6 +82,9 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     subset: int = 0  # 0: the whole training split; else the first N clips (for tests)
     out: str = "runs/sprites"
+    # fine-tuning: start from this model file's weights (and its model config), with a fresh
+    # optimiser and schedule and the KL terms at full weight from the first step
+    init_from: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model import losses
-from model.checkpoint import save_model
+from model.checkpoint import read_metadata, save_model
 from model.config import LossConfig, ModelConfig, TrainConfig
 from model.data.registry import load_training_data
 from model.images import save_curves, save_grid, swap_grid
@@ -60,10 +61,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--subset", type=int, default=0, help="train on the first N clips only")
     p.add_argument("--out", default="runs/sprites")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", default="", metavar="MODEL",
+                   help="fine-tune: start from this .safetensors model (its config is used)")
     a = p.parse_args(argv)
-    model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
-                        motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
-                        motion_view=a.motion_view)
+    if a.init_from:  # the graph is the starting model's; its file says how to rebuild it
+        model, _ = read_metadata(Path(a.init_from))
+    else:
+        model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
+                            motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
+                            motion_view=a.motion_view)
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
@@ -73,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
         recolour_targets=a.recolour_targets,
-        bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out)
+        bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out,
+        init_from=a.init_from)
     return cfg, a.resume
 
 
@@ -190,6 +197,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     # ---- model, optimiser, schedule (linear warm-up, cosine decay to 5%)
     model = SequentialVAE(cfg.model).to(device)
+    started_from: dict = {}
+    if cfg.init_from:
+        model.load_state_dict(load_file(cfg.init_from))
+        started_from = read_metadata(Path(cfg.init_from))[1]
+        print(f"starting from {cfg.init_from} ({started_from.get('epochs', '?')} epochs)")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def lr_at(step: int) -> float:
@@ -232,7 +244,8 @@ def main(argv: list[str] | None = None) -> Path:
             flow = torch.from_numpy(data.flow[idx]).to(device) if data.flow is not None else None
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            kl_scale = min(1.0, step / max(1, cfg.loss.kl_warmup_steps))
+            warmup = 0 if cfg.init_from else cfg.loss.kl_warmup_steps
+            kl_scale = min(1.0, step / max(1, warmup)) if warmup else 1.0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale)
             opt.zero_grad(set_to_none=True)
@@ -274,7 +287,12 @@ def main(argv: list[str] | None = None) -> Path:
                     "epoch": epoch + 1, "step": step,
                     "seconds": budget_used + time.time() - started}, out_dir / "last.pt")
         meta = {"dataset": cfg.dataset, "commit": git_commit(), "epochs": epoch + 1,
-                "steps": step, "train_config": asdict(cfg)}
+                "steps": step, "minutes": round((budget_used + time.time() - started) / 60, 1),
+                "train_config": asdict(cfg)}
+        if started_from:  # a fine-tune: what the starting model had been through
+            meta["started_from"] = {k: started_from.get(k) for k in
+                                    ("epochs", "steps", "minutes", "train_config", "started_from")
+                                    if k in started_from}
         save_model(model, out_dir / "model.safetensors", meta)
         if cfg.max_minutes and budget_used + time.time() - started > cfg.max_minutes * 60:
             print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")

@@ -70,3 +70,21 @@ def test_train_command_writes_checkpoint_curves_and_images(tmp_path):
                 "--hidden", "32", "--out", str(out), "--no-bf16", "--resume"])
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_init_from_fine_tunes_a_model_file_with_its_config(tmp_path):
+    first = train.main(["--subset", "32", "--epochs", "1", "--batch-size", "16", "--width", "8",
+                        "--hidden", "32", "--out", str(tmp_path / "a"), "--no-bf16"])
+    start, _ = load_model(first)
+    # the width given here is ignored: the graph is the starting model's
+    tuned = train.main(["--subset", "32", "--epochs", "1", "--batch-size", "16",
+                        "--out", str(tmp_path / "b"), "--no-bf16", "--lr", "0",
+                        "--init-from", str(first)])
+    model, meta = load_model(tuned)
+    assert model.cfg == start.cfg and model.cfg.width == 8
+    assert meta["started_from"]["epochs"] == 1 and meta["train_config"]["init_from"] == str(first)
+    # learning rate 0: the weights are the starting model's, not a fresh initialisation
+    # (the batch-norm statistics, buffers, still move)
+    tuned_params = dict(model.named_parameters())
+    for name, value in start.named_parameters():
+        assert torch.equal(value, tuned_params[name]), name

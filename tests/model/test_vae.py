@@ -152,3 +152,11 @@ def test_palette_decoder_paints_mixtures_of_the_colours_f_sets():
     high = colours.amax(1)[:, None, :, None, None]
     assert bool(((frames >= low - 1e-6) & (frames <= high + 1e-6)).all())
     assert float((frames - other_motion).abs().max()) > 1e-6  # z moves the colours around
+
+
+def test_spelled_out_softmax_is_torch_softmax_even_for_large_logits():
+    from model.vae import softmax_over_channels
+
+    x = torch.randn(3, 16, 5, 7) * torch.tensor([1.0, 50.0, 500.0])[:, None, None, None]
+    assert torch.allclose(softmax_over_channels(x), x.softmax(1), atol=1e-6)
+    assert torch.isfinite(softmax_over_channels(x)).all()
