@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train finetune judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ data: setup
 
 train: setup
 	$(PY) -m model.train --out runs/sprites   # defaults: the shipped model's run (100 min)
+
+# The shipped model's second stage: a fine-tune of CHECKPOINT with a fresh schedule (108 min).
+finetune: setup
+	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned --lr 4e-4 --max-minutes 108
 
 clean:
 	rm -rf $(VENV) .cache runs
