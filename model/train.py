@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from model import losses
-from model.checkpoint import read_metadata, save_model
+from model.checkpoint import load_model, read_metadata, save_model
 from model.config import LossConfig, ModelConfig, TrainConfig
 from model.data.registry import load_training_data
 from model.images import save_curves, save_grid, swap_grid
@@ -196,12 +195,14 @@ def main(argv: list[str] | None = None) -> Path:
     preview = to_tensor(data.preview)  # fixed clips for the image grids
 
     # ---- model, optimiser, schedule (linear warm-up, cosine decay to 5%)
-    model = SequentialVAE(cfg.model).to(device)
     started_from: dict = {}
-    if cfg.init_from:
-        model.load_state_dict(load_file(cfg.init_from))
-        started_from = read_metadata(Path(cfg.init_from))[1]
+    if cfg.init_from:  # cfg.model is already this file's config (parse_args)
+        model, started_from = load_model(Path(cfg.init_from), str(device))
         print(f"starting from {cfg.init_from} ({started_from.get('epochs', '?')} epochs)")
+    else:
+        model = SequentialVAE(cfg.model).to(device)
+    # a fine-tune starts from trained codes: the KL terms weigh fully from its first step
+    kl_warmup = 0 if cfg.init_from else cfg.loss.kl_warmup_steps
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def lr_at(step: int) -> float:
@@ -244,8 +245,7 @@ def main(argv: list[str] | None = None) -> Path:
             flow = torch.from_numpy(data.flow[idx]).to(device) if data.flow is not None else None
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            warmup = 0 if cfg.init_from else cfg.loss.kl_warmup_steps
-            kl_scale = min(1.0, step / max(1, warmup)) if warmup else 1.0
+            kl_scale = min(1.0, step / kl_warmup) if kl_warmup else 1.0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale)
             opt.zero_grad(set_to_none=True)
@@ -283,18 +283,17 @@ def main(argv: list[str] | None = None) -> Path:
             recon = model.decode(f_mean, z_mean).cpu()
             save_grid(torch.stack([preview, recon], 1).flatten(0, 1), out_dir / "recon.png")
             save_grid(swap_grid(model, preview.to(device)).cpu(), out_dir / "swaps.png")
+        seconds = budget_used + time.time() - started
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "epoch": epoch + 1, "step": step,
-                    "seconds": budget_used + time.time() - started}, out_dir / "last.pt")
+                    "epoch": epoch + 1, "step": step, "seconds": seconds}, out_dir / "last.pt")
         meta = {"dataset": cfg.dataset, "commit": git_commit(), "epochs": epoch + 1,
-                "steps": step, "minutes": round((budget_used + time.time() - started) / 60, 1),
-                "train_config": asdict(cfg)}
+                "steps": step, "minutes": round(seconds / 60, 1), "train_config": asdict(cfg)}
         if started_from:  # a fine-tune: what the starting model had been through
-            meta["started_from"] = {k: started_from.get(k) for k in
+            meta["started_from"] = {k: started_from[k] for k in
                                     ("epochs", "steps", "minutes", "train_config", "started_from")
                                     if k in started_from}
         save_model(model, out_dir / "model.safetensors", meta)
-        if cfg.max_minutes and budget_used + time.time() - started > cfg.max_minutes * 60:
+        if cfg.max_minutes and seconds > cfg.max_minutes * 60:
             print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")
             break
     log.close()
