@@ -2,10 +2,13 @@
 
 No HTTP, no video codecs, no batcher, no pixel conversions: the graphs are called back to back
 on ready float32 arrays, in this process. onnxruntime runs through the service's own runner
-(service.engine.runner.OnnxRunner, with the VDIS_* settings of the environment, so the same
-threads as a server started beside it), once as the service sets it (threads sleep between
-calls) and once with onnxruntime's default of spinning threads; PyTorch runs the shipped
-checkpoint, loaded with model/checkpoint.py, under torch.inference_mode().
+(service.engine.runner.OnnxRunner, with the VDIS_* settings of the environment), three ways:
+- `onnxruntime`: as the service runs it by default on CPU: one call per core at once, each on
+  one thread (service.engine.local.resolve_parallelism), here one Python thread per call;
+- `onnxruntime-one-call`: one call at a time on all the cores, threads sleeping between calls;
+- `onnxruntime-spinning`: the same with onnxruntime's own default of spinning threads.
+PyTorch runs the shipped checkpoint, loaded with model/checkpoint.py, under
+torch.inference_mode(), one call at a time on its default threads.
 
 An operation is the model work of one request; its throughput is in operations (videos) per
 second, over `batch` operations per round of calls:
@@ -25,6 +28,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +48,8 @@ from bench.common import (  # noqa: E402
 from service.engine.manifest import Manifest, load_manifest  # noqa: E402
 
 OPS = ("encode", "decode", "swap", "generate")
-# onnxruntime as the service runs it (threads sleep between calls), onnxruntime with its own
-# default of spinning threads, PyTorch eager
-BACKENDS = ("onnxruntime", "onnxruntime-spinning", "pytorch")
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-one-call", "onnxruntime-spinning")
+BACKENDS = (*ONNX_BACKENDS, "pytorch")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 GENERATE_N = 4  # /generate's default n
 MAX_ROWS = 64  # generate: batch x n rows at most
@@ -55,20 +58,26 @@ Call = tuple[str, dict[str, np.ndarray]]  # (graph, inputs)
 
 
 class OnnxBackend:
-    """The service's runner with the environment's VDIS_* settings; `spinning` overrides
-    VDIS_INTRA_OP_SPINNING (True: onnxruntime's own default, threads spin-wait for work)."""
+    """The service's runner with the environment's VDIS_* settings, as `name` says (ONNX_BACKENDS):
+    `calls` is how many calls run at once (each from its own Python thread)."""
 
-    def __init__(self, model_dir: Path, spinning: bool | None = None):
-        from service.engine.local import build_runner
+    def __init__(self, model_dir: Path, name: str = "onnxruntime"):
+        from service.engine.local import build_runner, resolve_parallelism
         from service.settings import Settings
 
+        if name not in ONNX_BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; there are {ONNX_BACKENDS}")
         settings = Settings(MODEL_DIR=model_dir)
-        if spinning is not None:
-            settings = settings.model_copy(update={"INTRA_OP_SPINNING": spinning})
-        self.name = "onnxruntime-spinning" if settings.INTRA_OP_SPINNING else "onnxruntime"
+        if name != "onnxruntime":  # one call at a time on the cores
+            settings = settings.model_copy(update={
+                "MAX_CONCURRENT_RUNS": 1, "INTRA_OP_SPINNING": name == "onnxruntime-spinning"})
+        settings = resolve_parallelism(settings)
+        self.name = name
         self.runner = build_runner(settings)
         self.manifest: Manifest = self.runner.manifest
-        self.threads = settings.INTRA_OP_THREADS or "default"
+        self.calls = settings.MAX_CONCURRENT_RUNS
+        self.threads = (f"{self.calls} x {settings.INTRA_OP_THREADS}" if self.calls > 1
+                        else settings.INTRA_OP_THREADS or "default")
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
         self.runner.run(graph, inputs)
@@ -146,15 +155,27 @@ class Point:
 
 def measure(backend, op: str, batch: int, seconds: float) -> Point:
     """Rounds of the op's calls back to back for at least `seconds` (and one round), after one
-    warm-up round at this shape."""
+    warm-up round at this shape; with `backend.calls` > 1, that many threads side by side, each
+    doing its own rounds (the operations of all of them are counted)."""
     calls = op_calls(op, batch, backend.manifest)
     for graph, inputs in calls:
         backend.run(graph, inputs)
-    rounds, started, cpu = 0, time.perf_counter(), time.process_time()
-    while rounds == 0 or time.perf_counter() - started < seconds:
-        for graph, inputs in calls:
-            backend.run(graph, inputs)
-        rounds += 1
+    started, cpu = time.perf_counter(), time.process_time()
+
+    def rounds_until_time() -> int:
+        rounds = 0
+        while rounds == 0 or time.perf_counter() - started < seconds:
+            for graph, inputs in calls:
+                backend.run(graph, inputs)
+            rounds += 1
+        return rounds
+
+    parallel = getattr(backend, "calls", 1)
+    if parallel > 1:
+        with ThreadPoolExecutor(parallel) as pool:
+            rounds = sum(pool.map(lambda _: rounds_until_time(), range(parallel)))
+    else:
+        rounds = rounds_until_time()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     return Point(backend.name, op, batch, rounds * batch / elapsed, rounds, elapsed,
                  1000 * cpu / (rounds * batch))
@@ -203,7 +224,7 @@ def markdown(points: list[Point], batches: list[int], info: dict, threads: dict)
              "(operations/s x CPU s/operation).", "",
              md_table(["backend", "operation", "B", "ops/s", "CPU ms/op", "cores busy"],
                       best_rows)]
-    for onnx in ("onnxruntime", "onnxruntime-spinning"):
+    for onnx in ONNX_BACKENDS:
         if onnx in top and "pytorch" in top:
             lines += ["", f"{onnx} vs PyTorch eager at each one's best batch size: " + ", ".join(
                 f"{op} {top[onnx][op].ops_per_s / top['pytorch'][op].ops_per_s:.2f}x"
@@ -219,7 +240,7 @@ def plot(points: list[Point], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = dict(zip(OPS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
-    for backend, style in zip(BACKENDS, ("-", ":", "--"), strict=True):
+    for backend, style in zip(BACKENDS, ("-", "-.", ":", "--"), strict=True):
         for op in OPS:
             chosen = [p for p in points if (p.backend, p.op) == (backend, op)]
             if chosen:
@@ -260,7 +281,7 @@ def main() -> None:
             manifest = load_manifest(args.model_dir)
             backend = TorchBackend(args.checkpoint, manifest, args.torch_threads)
         else:
-            backend = OnnxBackend(args.model_dir, spinning=name == "onnxruntime-spinning")
+            backend = OnnxBackend(args.model_dir, name)
         threads[name] = backend.threads
         points += sweep(backend, args.ops, args.batches, args.seconds)
         del backend

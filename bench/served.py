@@ -141,10 +141,15 @@ class Stack:
                     "VDIS_REDIS_URL": self.redis_url, "VDIS_REDIS_PREFIX": self.prefix,
                     **config.env}
         self.processes: dict[str, subprocess.Popen] = {}
-        threads = args.worker_threads or max(1, (os.cpu_count() or 1) // max(config.workers, 1))
+        # The cores shared among the workers: each makes that many onnxruntime calls at once
+        # (one thread each, the service's CPU default), or runs --worker-threads per call.
+        share = max(1, (os.cpu_count() or 1) // max(config.workers, 1))
+        parallel = ({"VDIS_INTRA_OP_THREADS": str(args.worker_threads),
+                     "VDIS_MAX_CONCURRENT_RUNS": "1"} if args.worker_threads else
+                    {"VDIS_MAX_CONCURRENT_RUNS": str(share)})
         for i in range(config.workers):
             env = {**self.env, "VDIS_WORKER_NAME": f"bench-{i + 1}",
-                   "VDIS_INTRA_OP_THREADS": self.env.get("VDIS_INTRA_OP_THREADS", str(threads))}
+                   **{k: self.env.get(k, v) for k, v in parallel.items()}}
             self._start(f"worker-{i + 1}", [sys.executable, "-m", "service.worker"], env)
         self._start("api", [sys.executable, "-m", "uvicorn", "service.app:app", "--host",
                             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
@@ -341,8 +346,9 @@ def markdown(data: dict, args) -> str:
     runs, info = data["runs"], data["machine"]
     top = data["ceiling"]
     lines = [f"Machine: {machine_line(info)}.", "",
-             "Ceiling in the same run (onnxruntime in-process, the better of sleeping and "
-             "spinning threads, at the best batch size): " + ", ".join(
+             "Ceiling in the same run (onnxruntime in-process, the best of one call per core "
+             "at once, one call at a time with sleeping threads and with spinning threads, at "
+             "the best batch size): " + ", ".join(
                  f"{op} {p['ops_per_s']:.1f}/s (B={p['batch']}, {p['backend']})"
                  for op, p in top.items()) + ".",
              f"Uploads: {data['uploads']}. Per run: at most {args.requests} requests or "
@@ -478,7 +484,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, help="VDIS_MAX_WAIT_MS of the batched "
                         f"configs (default: the service's, {defaults.MAX_WAIT_MS:g})")
     parser.add_argument("--worker-threads", type=int, default=0, help="onnxruntime threads "
-                        "per Redis worker; 0: the cores shared among the workers")
+                        "of a Redis worker's one call at a time; 0: one thread per call, the "
+                        "cores shared among the workers as calls at once")
     parser.add_argument("--upload-size", type=int, default=64, choices=(64, 256))
     parser.add_argument("--ceiling-batches", type=csv_ints, default=list(ceiling.BATCHES))
     parser.add_argument("--ceiling-seconds", type=float, default=0.5)
@@ -499,11 +506,11 @@ def main() -> None:
 
     info = machine()
     print(machine_line(info))
-    print("ceiling (onnxruntime in-process, threads sleeping and spinning):")
+    print("ceiling (onnxruntime in-process: calls side by side, one call sleeping, spinning):")
     ops = [ENDPOINTS[e][2] for e in args.endpoints]
     points = []
-    for spinning in (False, True):
-        backend = ceiling.OnnxBackend(args.model_dir, spinning)
+    for name in ceiling.ONNX_BACKENDS:
+        backend = ceiling.OnnxBackend(args.model_dir, name)
         points += ceiling.sweep(backend, ops, args.ceiling_batches, args.ceiling_seconds)
         del backend
     top = ceiling.best(points)

@@ -33,7 +33,14 @@ class Settings(BaseSettings):
     # batch sizes run once per graph at startup (T = the model's seq_len), comma-separated;
     # empty: 1 and MAX_BATCH on CUDA, none on CPU; "none": no warm-up
     WARMUP_BATCHES: str = ""
-    INTRA_OP_THREADS: int = Field(0, ge=0)  # 0: onnxruntime's default
+    # How the cores are used on CPU: several onnxruntime calls at once, each on few threads
+    # (onnxruntime's threads synchronise on every operator, which costs more than a small
+    # model's operator takes), measured 25% more /swap throughput on 2 cores than one call on
+    # both (docs/benchmarks.md). 0 for both (the default): on CPU, one call per core, each on
+    # one thread; on CUDA, one call at a time with onnxruntime's default threads. Setting one
+    # of them derives the other from the cores (calls = cores // threads, threads = cores //
+    # calls); service.engine.local.resolve_parallelism.
+    INTRA_OP_THREADS: int = Field(0, ge=0)  # threads per onnxruntime call; 0: see above
     INTER_OP_THREADS: int = Field(0, ge=0)
     # onnxruntime's intra-op threads spin-wait for work between and after calls (its default) or
     # sleep: spinning burns cores the same process needs for video decoding and encoding, and
@@ -48,7 +55,7 @@ class Settings(BaseSettings):
     # batch is barely cheaper per row, so waiting only adds latency (docs/benchmarks.md);
     # a few ms can pay on a GPU (docker-compose.yml sets 5)
     MAX_WAIT_MS: float = Field(0.0, ge=0)
-    MAX_CONCURRENT_RUNS: int = Field(1, ge=1)  # onnxruntime calls in flight at once
+    MAX_CONCURRENT_RUNS: int = Field(0, ge=0)  # onnxruntime calls in flight at once; 0: above
 
     # The Redis engine (with REDIS_URL set): API processes queue jobs, `python -m service.worker`
     # runs them. Keys are `<REDIS_PREFIX>:...` (service.engine.keys).

@@ -34,7 +34,7 @@ from service import timing
 from service.engine import wire
 from service.engine.batcher import MicroBatcher
 from service.engine.keys import GROUP, Keys
-from service.engine.local import build_runner
+from service.engine.local import build_runner, resolve_parallelism
 from service.engine.redis_engine import REDIS_DOWN, connect, redis_address
 from service.settings import Settings
 
@@ -71,14 +71,16 @@ def failure(kind: str, detail: str) -> bytes:
 
 class Worker:
     def __init__(self, settings: Settings):
-        self.settings = settings
+        self.settings = settings = resolve_parallelism(settings)
         self.keys = Keys(settings.REDIS_PREFIX)
         self.name = settings.WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"
         self.runner = build_runner(settings)
         # No wait inside the batcher: the batch was already gathered from Redis, and all its
-        # jobs are submitted before the batcher's task runs, so each (graph, shape) group of the
-        # batch becomes one onnxruntime call of up to MAX_BATCH rows.
-        self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0, 1, self._on_batch)
+        # jobs are submitted before the batcher's tasks run, so each (graph, shape) group of the
+        # batch becomes onnxruntime calls of up to MAX_BATCH rows, shared among the
+        # MAX_CONCURRENT_RUNS calls at once (one per core on CPU).
+        self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0,
+                                    settings.MAX_CONCURRENT_RUNS, self._on_batch)
         self.redis = connect(settings, BLOCK_MS / 1000.0 + 10.0)
         self.address = redis_address(self.redis)
         self.stopping = asyncio.Event()
@@ -306,7 +308,9 @@ class Worker:
         return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                 "model": self.runner.manifest.name, **self.runner.status(),
                 "started_s": self.started_s, "beat_s": time.time(),
-                "max_batch": self.settings.MAX_BATCH, "rows_per_s": round(self.rows_per_s, 2),
+                "max_batch": self.settings.MAX_BATCH,
+                "concurrent_runs": self.settings.MAX_CONCURRENT_RUNS,
+                "rows_per_s": round(self.rows_per_s, 2),
                 "counts": dict(self.counts),
                 "batch_rows": {str(k): v for k, v in sorted(self.batch_rows.items())}}
 

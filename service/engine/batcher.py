@@ -10,6 +10,7 @@ and the outputs are split back by row counts.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ class MicroBatcher:
 
     def state(self) -> dict:
         return {"pending_requests": sum(len(q) for q in self.pending.values()),
-                "running_batches": self.running, "max_batch": self.max_batch,
+                "running_batches": self.running, "concurrent_runs": self.concurrency,
+                "max_batch": self.max_batch,
                 "max_wait_ms": self.max_wait_s * 1000.0}
 
     async def submit(self, graph: str, inputs: Arrays) -> Arrays:
@@ -111,10 +113,18 @@ class MicroBatcher:
                 pass
 
     def _take(self, key: tuple) -> list[_Request]:
+        """The oldest requests of a queue, up to max_batch rows or this call's share of them.
+
+        With several calls allowed at once (on CPU: one per core, each on one thread), the
+        waiting rows are shared among the calls that are free, so that 8 waiting rows make two
+        calls of 4 on two idle cores rather than one of 8 beside an idle core.
+        """
         queue = self.pending[key]
+        free = max(1, self.concurrency - self.running)
+        limit = min(self.max_batch, math.ceil(sum(r.rows for r in queue) / free))
         batch = [queue.pop(0)]
         rows = batch[0].rows
-        while queue and rows + queue[0].rows <= self.max_batch:
+        while queue and rows + queue[0].rows <= limit:
             rows += queue[0].rows
             batch.append(queue.pop(0))
         if not queue:

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from service.engine.base import Engine
 from service.engine.batcher import BatchObserver, MicroBatcher
 from service.engine.manifest import load_manifest
-from service.engine.runner import OnnxRunner, choose_providers
+from service.engine.runner import CUDA, OnnxRunner, choose_providers
 from service.settings import Settings
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; a container's --cpuset-cpus)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_parallelism(settings: Settings, cores: int | None = None) -> Settings:
+    """The settings with VDIS_MAX_CONCURRENT_RUNS and VDIS_INTRA_OP_THREADS decided (no 0s).
+
+    On CPU: both unset -> one onnxruntime call per core, each on one thread; one set -> the
+    other from the cores. On CUDA (asked for): one call at a time unless set; threads stay 0
+    (onnxruntime's default), as the GPU does the work.
+    """
+    runs, threads = settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
+    if CUDA in choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU):
+        runs = runs or 1
+    else:
+        cores = cores or usable_cores()
+        if not runs:
+            runs = max(1, cores // threads) if threads else cores
+        threads = threads or max(1, cores // runs)
+    return settings.model_copy(update={"MAX_CONCURRENT_RUNS": runs, "INTRA_OP_THREADS": threads})
+
+
 def build_runner(settings: Settings) -> OnnxRunner:
-    """Load and verify the model folder named by the settings (RuntimeError if it is broken)."""
+    """Load and verify the model folder named by the settings (RuntimeError if it is broken).
+
+    `settings` as resolve_parallelism returns them (a 0 for the threads: onnxruntime's default).
+    """
     manifest = load_manifest(settings.MODEL_DIR, settings.PRECISION)
     return OnnxRunner(manifest, choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU),
                       settings.INTRA_OP_THREADS, settings.INTER_OP_THREADS,
@@ -41,6 +72,7 @@ def warmup_batches(setting: str) -> list[int] | None:
 
 class LocalEngine(Engine):
     def __init__(self, settings: Settings, on_batch: BatchObserver | None = None):
+        settings = resolve_parallelism(settings)
         self.runner = build_runner(settings)
         self.manifest = self.runner.manifest
         self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, settings.MAX_WAIT_MS,

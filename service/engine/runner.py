@@ -225,4 +225,5 @@ class OnnxRunner:
         """Provider, device and per-graph precision, for /ready and worker heartbeats."""
         return {"provider": self.provider, "device": self.device,
                 "device_name": self.device_name, "precisions": self.precisions,
-                "conv_algo_search": self.conv_algo_search}
+                "conv_algo_search": self.conv_algo_search,
+                "intra_op_threads": self._options.intra_op_num_threads}

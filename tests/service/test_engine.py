@@ -2,15 +2,18 @@
 
 import asyncio
 import json
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 from service.engine import LocalEngine
 from service.engine.batcher import MicroBatcher
-from service.engine.local import build_runner
+from service.engine.local import build_runner, resolve_parallelism
 from service.engine.manifest import load_manifest
+from service.settings import Settings
 from tests.service.conftest import make_settings
 from tests.service.videos import moving_square
 
@@ -41,7 +44,8 @@ def test_batched_calls_equal_unbatched_ones(model_dir):
     batches = []
 
     async def main():
-        engine = LocalEngine(make_settings(model_dir, MAX_WAIT_MS=200, MAX_BATCH=4),
+        engine = LocalEngine(make_settings(model_dir, MAX_WAIT_MS=200, MAX_BATCH=4,
+                                           MAX_CONCURRENT_RUNS=1),
                              on_batch=lambda graph, rows, waits, run_s: batches.append(rows))
         await engine.start()
         try:
@@ -92,6 +96,50 @@ def test_batcher_keeps_shapes_apart_and_reports_failures():
     results = asyncio.run(main())
     assert sorted(calls[:2]) == [("g", (1, 5)), ("g", (3, 3))]
     assert [r["y"].shape for r in results] == [(1, 3), (2, 3), (1, 5)]
+
+
+def test_waiting_rows_are_shared_among_the_free_calls():
+    calls = []
+
+    def run(graph, inputs):  # long enough for the second call to start before the first ends
+        calls.append(len(inputs["x"]))
+        time.sleep(0.1)
+        return {"y": inputs["x"] + 1}
+
+    async def main(concurrency):
+        batcher = MicroBatcher(run, max_batch=8, max_wait_ms=50, concurrency=concurrency)
+        batcher.start()
+        try:
+            results = await asyncio.gather(*[batcher.submit("g", {"x": np.full((1, 2), i)})
+                                             for i in range(8)])
+        finally:
+            await batcher.stop()
+        return [int(r["y"][0, 0]) for r in results]
+
+    assert asyncio.run(main(2)) == list(range(1, 9))  # each request gets its own rows back
+    assert calls == [4, 4]
+    calls.clear()
+    assert asyncio.run(main(1)) == list(range(1, 9))
+    assert calls == [8]
+
+
+def test_parallelism_on_cpu_is_one_call_per_core_on_one_thread_each(model_dir):
+    def resolved(cores=4, **overrides):
+        settings = resolve_parallelism(Settings(MODEL_DIR=model_dir, **overrides), cores)
+        return settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
+
+    assert resolved() == (4, 1)
+    assert resolved(cores=1) == (1, 1)
+    assert resolved(INTRA_OP_THREADS=2) == (2, 2)  # the calls from the threads
+    assert resolved(INTRA_OP_THREADS=8) == (1, 8)
+    assert resolved(MAX_CONCURRENT_RUNS=1) == (1, 4)  # one call on every core
+    assert resolved(MAX_CONCURRENT_RUNS=3, INTRA_OP_THREADS=3) == (3, 3)  # as set
+    # CUDA asked for: one call at a time, onnxruntime's default threads
+    assert resolved(PROVIDERS="CUDAExecutionProvider,CPUExecutionProvider") == (1, 0)
+    engine = LocalEngine(Settings(MODEL_DIR=model_dir))
+    status = engine.status()
+    cores = len(os.sched_getaffinity(0))
+    assert status["queue"]["concurrent_runs"] == cores and status["intra_op_threads"] == 1
 
 
 def test_the_service_never_imports_torch_or_model():
