@@ -5,8 +5,9 @@ most MAX_WAIT_MS for the batch to fill, runs them through the same micro-batcher
 onnxruntime runner as the in-process engine (one call per graph and shape), writes each result
 under its own key with a TTL, wakes the waiting API request and only then acknowledges. Jobs a
 dead worker left pending are claimed after CLAIM_IDLE_MS; a job delivered more than
-MAX_DELIVERIES times goes to the dead-letter stream and its client gets the reason. SIGTERM
-finishes the current batch, then stops.
+MAX_DELIVERIES times goes to the dead-letter stream and its client gets the reason. Up to
+MAX_CONCURRENT_RUNS batches are in flight at once (the next is read while one runs). SIGTERM
+finishes the batches in flight, then stops.
 
 `python -m service.worker --check` is the container's health check: it exits 0 when a worker on
 this host has a fresh heartbeat in Redis (the API counts only those), else 1 with the reason.
@@ -91,10 +92,11 @@ class Worker:
         self._last_claim_s = 0.0
         self._rate = (time.monotonic(), 0)  # (when, rows) at the previous heartbeat
         self.rows_per_s = 0.0
+        self._handling: set[asyncio.Task] = set()  # batches being run and answered
 
     def stop(self) -> None:
         if not self.stopping.is_set():
-            log.info("stopping: finishing the current batch")
+            log.info("stopping: finishing the batches in flight")
         self.stopping.set()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -127,6 +129,8 @@ class Worker:
                     log.warning("the consumer group is gone (Redis restarted?); recreating it")
                     await self._create_group()
         finally:
+            # the batches in flight are run and answered before the batcher stops
+            await asyncio.gather(*self._handling, return_exceptions=True)
             if beat is not None:
                 beat.cancel()
             await self.batcher.stop()
@@ -151,14 +155,28 @@ class Worker:
                 raise
 
     async def _step(self) -> None:
+        """Read a batch and start running it. As many batches are in flight as onnxruntime calls
+        may run at once (MAX_CONCURRENT_RUNS: one per core on CPU), so the next batch is read
+        while the current one runs; a finished batch's error is raised here, in the loop.
+
+        Stale jobs are claimed only with no batch of this worker's in flight: its own jobs, if
+        a batch ran longer than CLAIM_IDLE_MS, would be claimed again and run twice.
+        """
+        claim = time.monotonic() - self._last_claim_s >= self.claim_every_s
+        if self._handling and (claim or len(self._handling) >= self.settings.MAX_CONCURRENT_RUNS):
+            await asyncio.wait(self._handling, return_when=asyncio.ALL_COMPLETED if claim
+                               else asyncio.FIRST_COMPLETED)
+        for task in [t for t in self._handling if t.done()]:
+            self._handling.discard(task)
+            task.result()
         entries = []
-        if time.monotonic() - self._last_claim_s >= self.claim_every_s:
+        if claim:
             self._last_claim_s = time.monotonic()
             entries = await self._claim_stale()
         if not entries:
             entries = await self._read()
         if entries:
-            await self._handle(entries)
+            self._handling.add(asyncio.create_task(self._handle(entries)))
 
     async def _read(self) -> list:
         """Up to MAX_BATCH new entries: block for the first, then wait MAX_WAIT_MS for more."""
