@@ -390,7 +390,7 @@ def fit_digit_judge(judge: DigitJudge, videos: np.ndarray, digits: np.ndarray, e
     return judge.eval()
 
 
-def train_mmnist_judge(out: Path, n: int = 9000, epochs: int = 4, n_test: int = MMNIST_TEST_CLIPS,
+def train_mmnist_judge(out: Path, n: int = 9000, epochs: int = 12, n_test: int = MMNIST_TEST_CLIPS,
                        batch_size: int = 32, seed: int = 0, cache: bool = True,
                        frames: int = 2) -> dict:
     """Train the digit judge on n training clips (MNIST images 0..7999) and save it; returns
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     tm = sub.add_parser("train-mmnist-judge", help="train the Moving MNIST digit judge")
     tm.add_argument("--out", default="models/judge/mmnist-judge.safetensors")
     tm.add_argument("--n", type=int, default=9000, help="training clips")
-    tm.add_argument("--epochs", type=int, default=4)
+    tm.add_argument("--epochs", type=int, default=12)
     tm.add_argument("--frames", type=int, default=2,
                     help="random frames of each clip per training step (0: all)")
     tm.add_argument("--n-test", type=int, default=MMNIST_TEST_CLIPS, help="test clips")
