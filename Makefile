@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train finetune judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ train: setup
 # The shipped model's second stage: a fine-tune of CHECKPOINT with a fresh schedule (108 min).
 finetune: setup
 	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned --lr 4e-4 --max-minutes 108
+
+# Its third stage: a second fine-tune, of the second stage's model (100 min).
+finetune3: setup
+	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned3 --lr 3e-4 --max-minutes 100 --seed 3
 
 clean:
 	rm -rf $(VENV) .cache runs
