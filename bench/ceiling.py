@@ -3,10 +3,11 @@
 No HTTP, no video codecs, no batcher, no pixel conversions: the graphs are called back to back
 on ready float32 arrays, in this process. onnxruntime runs through the service's own runner
 (service.engine.runner.OnnxRunner, with the VDIS_* settings of the environment), three ways:
-- `onnxruntime`: as the service runs it by default on CPU: one call per core at once, each on
-  one thread (service.engine.local.resolve_parallelism), here one Python thread per call;
-- `onnxruntime-one-call`: one call at a time on all the cores, threads sleeping between calls;
-- `onnxruntime-spinning`: the same with onnxruntime's own default of spinning threads.
+- `onnxruntime`: as the service runs it by default on CPU: one call at a time on all the cores,
+  threads sleeping between calls;
+- `onnxruntime-side-by-side`: one call per core at once, each on one thread, from one Python
+  thread per call (VDIS_MAX_CONCURRENT_RUNS = the cores; service.engine.local);
+- `onnxruntime-spinning`: one call at a time with onnxruntime's own default of spinning threads.
 PyTorch runs the shipped checkpoint, loaded with model/checkpoint.py, under
 torch.inference_mode(), one call at a time on its default threads.
 
@@ -48,7 +49,7 @@ from bench.common import (  # noqa: E402
 from service.engine.manifest import Manifest, load_manifest  # noqa: E402
 
 OPS = ("encode", "decode", "swap", "generate")
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-one-call", "onnxruntime-spinning")
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-side-by-side", "onnxruntime-spinning")
 BACKENDS = (*ONNX_BACKENDS, "pytorch")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 GENERATE_N = 4  # /generate's default n
@@ -62,15 +63,17 @@ class OnnxBackend:
     `calls` is how many calls run at once (each from its own Python thread)."""
 
     def __init__(self, model_dir: Path, name: str = "onnxruntime"):
-        from service.engine.local import build_runner, resolve_parallelism
+        from service.engine.local import build_runner, resolve_parallelism, usable_cores
         from service.settings import Settings
 
         if name not in ONNX_BACKENDS:
             raise ValueError(f"unknown backend {name!r}; there are {ONNX_BACKENDS}")
         settings = Settings(MODEL_DIR=model_dir)
-        if name != "onnxruntime":  # one call at a time on the cores
-            settings = settings.model_copy(update={
-                "MAX_CONCURRENT_RUNS": 1, "INTRA_OP_SPINNING": name == "onnxruntime-spinning"})
+        if name == "onnxruntime-side-by-side":
+            settings = settings.model_copy(update={"MAX_CONCURRENT_RUNS": usable_cores(),
+                                                   "INTRA_OP_THREADS": 1})
+        elif name == "onnxruntime-spinning":
+            settings = settings.model_copy(update={"INTRA_OP_SPINNING": True})
         settings = resolve_parallelism(settings)
         self.name = name
         self.runner = build_runner(settings)

@@ -141,12 +141,12 @@ class Stack:
                     "VDIS_REDIS_URL": self.redis_url, "VDIS_REDIS_PREFIX": self.prefix,
                     **config.env}
         self.processes: dict[str, subprocess.Popen] = {}
-        # The cores shared among the workers: each makes that many onnxruntime calls at once
-        # (one thread each, the service's CPU default), or runs --worker-threads per call.
+        # The cores shared among the workers: each makes one onnxruntime call at a time on its
+        # share (the service's CPU default), or on --worker-threads; VDIS_MAX_CONCURRENT_RUNS
+        # and VDIS_INTRA_OP_THREADS in the environment override both.
         share = max(1, (os.cpu_count() or 1) // max(config.workers, 1))
-        parallel = ({"VDIS_INTRA_OP_THREADS": str(args.worker_threads),
-                     "VDIS_MAX_CONCURRENT_RUNS": "1"} if args.worker_threads else
-                    {"VDIS_MAX_CONCURRENT_RUNS": str(share)})
+        parallel = {"VDIS_INTRA_OP_THREADS": str(args.worker_threads or share),
+                    "VDIS_MAX_CONCURRENT_RUNS": "1"}
         for i in range(config.workers):
             env = {**self.env, "VDIS_WORKER_NAME": f"bench-{i + 1}",
                    **{k: self.env.get(k, v) for k, v in parallel.items()}}
@@ -346,9 +346,9 @@ def markdown(data: dict, args) -> str:
     runs, info = data["runs"], data["machine"]
     top = data["ceiling"]
     lines = [f"Machine: {machine_line(info)}.", "",
-             "Ceiling in the same run (onnxruntime in-process, the best of one call per core "
-             "at once, one call at a time with sleeping threads and with spinning threads, at "
-             "the best batch size): " + ", ".join(
+             "Ceiling in the same run (onnxruntime in-process, the best of one call at a time "
+             "with sleeping threads, one call per core side by side, and one call at a time "
+             "with spinning threads, at the best batch size): " + ", ".join(
                  f"{op} {p['ops_per_s']:.1f}/s (B={p['batch']}, {p['backend']})"
                  for op, p in top.items()) + ".",
              f"Uploads: {data['uploads']}. Per run: at most {args.requests} requests or "
@@ -484,8 +484,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, help="VDIS_MAX_WAIT_MS of the batched "
                         f"configs (default: the service's, {defaults.MAX_WAIT_MS:g})")
     parser.add_argument("--worker-threads", type=int, default=0, help="onnxruntime threads "
-                        "of a Redis worker's one call at a time; 0: one thread per call, the "
-                        "cores shared among the workers as calls at once")
+                        "of a Redis worker's one call at a time; 0: the cores shared among the "
+                        "workers")
     parser.add_argument("--upload-size", type=int, default=64, choices=(64, 256))
     parser.add_argument("--ceiling-batches", type=csv_ints, default=list(ceiling.BATCHES))
     parser.add_argument("--ceiling-seconds", type=float, default=0.5)
@@ -506,7 +506,7 @@ def main() -> None:
 
     info = machine()
     print(machine_line(info))
-    print("ceiling (onnxruntime in-process: calls side by side, one call sleeping, spinning):")
+    print("ceiling (onnxruntime in-process: one call, calls side by side, spinning):")
     ops = [ENDPOINTS[e][2] for e in args.endpoints]
     points = []
     for name in ceiling.ONNX_BACKENDS:

@@ -33,13 +33,12 @@ class Settings(BaseSettings):
     # batch sizes run once per graph at startup (T = the model's seq_len), comma-separated;
     # empty: 1 and MAX_BATCH on CUDA, none on CPU; "none": no warm-up
     WARMUP_BATCHES: str = ""
-    # How the cores are used on CPU: several onnxruntime calls at once, each on few threads
-    # (onnxruntime's threads synchronise on every operator, which costs more than a small
-    # model's operator takes), measured 25% more /swap throughput on 2 cores than one call on
-    # both (docs/benchmarks.md). 0 for both (the default): on CPU, one call per core, each on
-    # one thread; on CUDA, one call at a time with onnxruntime's default threads. Setting one
-    # of them derives the other from the cores (calls = cores // threads, threads = cores //
-    # calls); service.engine.local.resolve_parallelism.
+    # How the cores are used on CPU: one onnxruntime call at a time on every core (both 0, the
+    # default), or several calls at once on fewer threads each: VDIS_MAX_CONCURRENT_RUNS=2 on 2
+    # cores measured 28% more /swap throughput, but the process's RSS kept growing with it, so
+    # it is opt-in (docs/benchmarks.md). Setting one of them derives the other from the cores
+    # (calls = cores // threads, threads = cores // calls); on CUDA one call at a time.
+    # service.engine.local.resolve_parallelism.
     INTRA_OP_THREADS: int = Field(0, ge=0)  # threads per onnxruntime call; 0: see above
     INTER_OP_THREADS: int = Field(0, ge=0)
     # onnxruntime's intra-op threads spin-wait for work between and after calls (its default) or

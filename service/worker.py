@@ -79,7 +79,7 @@ class Worker:
         # No wait inside the batcher: the batch was already gathered from Redis, and all its
         # jobs are submitted before the batcher's tasks run, so each (graph, shape) group of the
         # batch becomes onnxruntime calls of up to MAX_BATCH rows, shared among the
-        # MAX_CONCURRENT_RUNS calls at once (one per core on CPU).
+        # MAX_CONCURRENT_RUNS calls at once (1 by default).
         self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0,
                                     settings.MAX_CONCURRENT_RUNS, self._on_batch)
         self.redis = connect(settings, BLOCK_MS / 1000.0 + 10.0)
@@ -156,7 +156,7 @@ class Worker:
 
     async def _step(self) -> None:
         """Read a batch and start running it. As many batches are in flight as onnxruntime calls
-        may run at once (MAX_CONCURRENT_RUNS: one per core on CPU), so the next batch is read
+        may run at once (MAX_CONCURRENT_RUNS, 1 by default): with more, the next batch is read
         while the current one runs; a finished batch's error is raised here, in the loop.
 
         Stale jobs are claimed only with no batch of this worker's in flight: its own jobs, if

@@ -24,9 +24,13 @@ def usable_cores() -> int:
 def resolve_parallelism(settings: Settings, cores: int | None = None) -> Settings:
     """The settings with VDIS_MAX_CONCURRENT_RUNS and VDIS_INTRA_OP_THREADS decided (no 0s).
 
-    On CPU: both unset -> one onnxruntime call per core, each on one thread; one set -> the
-    other from the cores. On CUDA (asked for): one call at a time unless set; threads stay 0
-    (onnxruntime's default), as the GPU does the work.
+    On CPU: both unset -> one call at a time on every core; one set -> the other from the cores
+    (MAX_CONCURRENT_RUNS=2 on 2 cores: two calls side by side, one thread each). On CUDA (asked
+    for): one call at a time unless set; threads stay 0 (onnxruntime's default).
+
+    Calls side by side gave 28% more /swap throughput on 2 cores, but the API's RSS kept
+    growing with them (+10.6% from 2000 to 8000 requests; one call at a time: 0.0%), so they
+    are not the default (docs/benchmarks.md).
     """
     runs, threads = settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
     if CUDA in choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU):
@@ -34,7 +38,7 @@ def resolve_parallelism(settings: Settings, cores: int | None = None) -> Setting
     else:
         cores = cores or usable_cores()
         if not runs:
-            runs = max(1, cores // threads) if threads else cores
+            runs = max(1, cores // threads) if threads else 1
         threads = threads or max(1, cores // runs)
     return settings.model_copy(update={"MAX_CONCURRENT_RUNS": runs, "INTRA_OP_THREADS": threads})
 

@@ -31,7 +31,7 @@ def test_ceiling_measures_each_backend_operation_and_batch(tiny_model_dir, tmp_p
         "--out", str(out))
     data = json.loads((out / "ceiling.json").read_text())
     measured = {(p["backend"], p["op"], p["batch"]) for p in data["points"]}
-    assert measured == {(b, op, n) for b in ("onnxruntime", "onnxruntime-one-call",
+    assert measured == {(b, op, n) for b in ("onnxruntime", "onnxruntime-side-by-side",
                                                          "onnxruntime-spinning", "pytorch")
                         for op in ("encode", "swap", "generate") for n in (1, 2)}
     assert all(p["ops_per_s"] > 0 and p["cpu_ms_per_op"] > 0 for p in data["points"])

@@ -123,22 +123,24 @@ def test_waiting_rows_are_shared_among_the_free_calls():
     assert calls == [8]
 
 
-def test_parallelism_on_cpu_is_one_call_per_core_on_one_thread_each(model_dir):
+def test_parallelism_on_cpu_is_one_call_on_every_core_unless_set(model_dir):
     def resolved(cores=4, **overrides):
         settings = resolve_parallelism(Settings(MODEL_DIR=model_dir, **overrides), cores)
         return settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
 
-    assert resolved() == (4, 1)
+    assert resolved() == (1, 4)  # one call at a time on every core
     assert resolved(cores=1) == (1, 1)
+    assert resolved(MAX_CONCURRENT_RUNS=4) == (4, 1)  # side by side, one thread each
+    assert resolved(MAX_CONCURRENT_RUNS=2) == (2, 2)
     assert resolved(INTRA_OP_THREADS=2) == (2, 2)  # the calls from the threads
     assert resolved(INTRA_OP_THREADS=8) == (1, 8)
-    assert resolved(MAX_CONCURRENT_RUNS=1) == (1, 4)  # one call on every core
     assert resolved(MAX_CONCURRENT_RUNS=3, INTRA_OP_THREADS=3) == (3, 3)  # as set
     # CUDA asked for: one call at a time, onnxruntime's default threads
     assert resolved(PROVIDERS="CUDAExecutionProvider,CPUExecutionProvider") == (1, 0)
-    engine = LocalEngine(Settings(MODEL_DIR=model_dir))
-    status = engine.status()
     cores = len(os.sched_getaffinity(0))
+    status = LocalEngine(Settings(MODEL_DIR=model_dir)).status()
+    assert status["queue"]["concurrent_runs"] == 1 and status["intra_op_threads"] == cores
+    status = LocalEngine(Settings(MODEL_DIR=model_dir, MAX_CONCURRENT_RUNS=cores)).status()
     assert status["queue"]["concurrent_runs"] == cores and status["intra_op_threads"] == 1
 
 
