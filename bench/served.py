@@ -145,11 +145,11 @@ class Stack:
         # share (the service's CPU default), or on --worker-threads; VDIS_MAX_CONCURRENT_RUNS
         # and VDIS_INTRA_OP_THREADS in the environment override both.
         share = max(1, (os.cpu_count() or 1) // max(config.workers, 1))
-        parallel = {"VDIS_INTRA_OP_THREADS": str(args.worker_threads or share),
+        one_call = {"VDIS_INTRA_OP_THREADS": str(args.worker_threads or share),
                     "VDIS_MAX_CONCURRENT_RUNS": "1"}
         for i in range(config.workers):
             env = {**self.env, "VDIS_WORKER_NAME": f"bench-{i + 1}",
-                   **{k: self.env.get(k, v) for k, v in parallel.items()}}
+                   **{k: self.env.get(k, v) for k, v in one_call.items()}}
             self._start(f"worker-{i + 1}", [sys.executable, "-m", "service.worker"], env)
         self._start("api", [sys.executable, "-m", "uvicorn", "service.app:app", "--host",
                             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],

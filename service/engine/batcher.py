@@ -115,8 +115,8 @@ class MicroBatcher:
     def _take(self, key: tuple) -> list[_Request]:
         """The oldest requests of a queue, up to max_batch rows or this call's share of them.
 
-        With several calls allowed at once (on CPU: one per core, each on one thread), the
-        waiting rows are shared among the calls that are free, so that 8 waiting rows make two
+        With several calls allowed at once (VDIS_MAX_CONCURRENT_RUNS > 1), the waiting rows
+        are shared among the calls that are free, so that 8 waiting rows make two
         calls of 4 on two idle cores rather than one of 8 beside an idle core.
         """
         queue = self.pending[key]

@@ -20,6 +20,7 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 import onnxruntime as ort
@@ -40,6 +41,7 @@ CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 SessionFactory = Callable[..., ort.InferenceSession]
 
 
+@lru_cache(maxsize=1)  # asked once per process: find_library runs ldconfig (~11 ms)
 def cuda_usable() -> bool:
     """CUDA is worth asking for only with the GPU build and an NVIDIA driver present.
 

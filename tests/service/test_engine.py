@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import shutil
 import time
 
@@ -11,7 +10,7 @@ import pytest
 
 from service.engine import LocalEngine
 from service.engine.batcher import MicroBatcher
-from service.engine.local import build_runner, resolve_parallelism
+from service.engine.local import build_runner, resolve_parallelism, usable_cores
 from service.engine.manifest import load_manifest
 from service.settings import Settings
 from tests.service.conftest import make_settings
@@ -137,7 +136,7 @@ def test_parallelism_on_cpu_is_one_call_on_every_core_unless_set(model_dir):
     assert resolved(MAX_CONCURRENT_RUNS=3, INTRA_OP_THREADS=3) == (3, 3)  # as set
     # CUDA asked for: one call at a time, onnxruntime's default threads
     assert resolved(PROVIDERS="CUDAExecutionProvider,CPUExecutionProvider") == (1, 0)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     status = LocalEngine(Settings(MODEL_DIR=model_dir)).status()
     assert status["queue"]["concurrent_runs"] == 1 and status["intra_op_threads"] == cores
     status = LocalEngine(Settings(MODEL_DIR=model_dir, MAX_CONCURRENT_RUNS=cores)).status()
