@@ -1,16 +1,25 @@
 """What the benchmark scripts share: the machine they ran on, the uploads they send, process
-memory from /proc, and results written as JSON + markdown into an `--out` folder."""
+memory from /proc, a free loopback port, and results written as JSON + markdown into an `--out`
+folder. (The tests that start servers take their ports from here too.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import socket
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "service" / "static" / "samples"  # four shipped Sprites clips, 256x256, 8 frames
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def machine() -> dict:

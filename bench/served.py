@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     cpu_s,
     csv_ints,
     csv_words,
+    free_port,
     machine,
     machine_line,
     md_table,
@@ -99,14 +100,6 @@ def request_files(folder: Path, endpoint: str, port: int, clips: list[bytes]) ->
 
 # ---------------------------------------------------------------------------------------------
 # Servers and memory
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

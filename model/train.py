@@ -25,7 +25,7 @@ from model.checkpoint import load_model, read_metadata, save_model
 from model.config import LossConfig, ModelConfig, TrainConfig
 from model.data.registry import load_training_data
 from model.images import save_curves, save_grid, swap_grid
-from model.vae import SequentialVAE
+from model.vae import SequentialVAE, widen_palette
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--motion-dim", type=int, default=m.motion_dim)
     p.add_argument("--width", type=int, default=m.width)
     p.add_argument("--hidden", type=int, default=m.hidden)
+    p.add_argument("--palette", type=int, default=0, metavar="K",
+                   help=f"colours of the palette decoder (default {m.decoder_palette}); with "
+                        "--init-from, a larger K widens the starting model's palette")
     p.add_argument("--motion-view", default=m.motion_view, choices=["silhouette", "rgb"],
                    help="what the motion encoder sees (silhouette: clips on a dark background)")
     t = TrainConfig()
@@ -65,10 +68,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     a = p.parse_args(argv)
     if a.init_from:  # the graph is the starting model's; its file says how to rebuild it
         model, _ = read_metadata(Path(a.init_from))
+        if a.palette:  # main() widens the loaded decoder to match
+            model.decoder_palette = a.palette
     else:
         model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
                             motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
-                            motion_view=a.motion_view)
+                            motion_view=a.motion_view,
+                            decoder_palette=a.palette or ModelConfig().decoder_palette)
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
@@ -199,6 +205,11 @@ def main(argv: list[str] | None = None) -> Path:
     if cfg.init_from:  # cfg.model is already this file's config (parse_args)
         model, started_from = load_model(Path(cfg.init_from), str(device))
         print(f"starting from {cfg.init_from} ({started_from.get('epochs', '?')} epochs)")
+        if cfg.model.decoder_palette != model.cfg.decoder_palette:
+            print(f"palette widened from {model.cfg.decoder_palette} to "
+                  f"{cfg.model.decoder_palette} colours")
+            widen_palette(model, cfg.model.decoder_palette, seed=cfg.seed)
+            model.to(device)
     else:
         model = SequentialVAE(cfg.model).to(device)
     # a fine-tune starts from trained codes: the KL terms weigh fully from its first step

@@ -88,3 +88,19 @@ def test_init_from_fine_tunes_a_model_file_with_its_config(tmp_path):
     tuned_params = dict(model.named_parameters())
     for name, value in start.named_parameters():
         assert torch.equal(value, tuned_params[name]), name
+
+
+def test_init_from_with_a_larger_palette_widens_the_starting_model(tmp_path):
+    first = train.main(["--subset", "32", "--epochs", "1", "--batch-size", "16", "--width", "8",
+                        "--hidden", "32", "--out", str(tmp_path / "a"), "--no-bf16"])
+    start, _ = load_model(first)
+    tuned = train.main(["--subset", "32", "--epochs", "1", "--batch-size", "16", "--palette", "24",
+                        "--out", str(tmp_path / "b"), "--no-bf16", "--init-from", str(first)])
+    model, _ = load_model(tuned)
+    assert start.cfg.decoder_palette == 16 and model.cfg.decoder_palette == 24
+    written = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert written["model"]["decoder_palette"] == 24
+    # --resume rebuilds the widened graph before it loads the last checkpoint into it
+    train.main(["--subset", "32", "--epochs", "2", "--batch-size", "16", "--palette", "24",
+                "--out", str(tmp_path / "b"), "--no-bf16", "--init-from", str(first), "--resume"])
+    assert load_model(tuned)[1]["epochs"] == 2

@@ -160,3 +160,23 @@ def test_spelled_out_softmax_is_torch_softmax_even_for_large_logits():
     x = torch.randn(3, 16, 5, 7) * torch.tensor([1.0, 50.0, 500.0])[:, None, None, None]
     assert torch.allclose(softmax_over_channels(x), x.softmax(1), atol=1e-6)
     assert torch.isfinite(softmax_over_channels(x)).all()
+
+
+def test_widening_the_palette_keeps_what_the_decoder_draws():
+    from model.vae import widen_palette
+
+    model = tiny_model(seed=9)
+    f, z = torch.randn(3, model.cfg.appearance_dim), torch.randn(3, 4, model.cfg.motion_dim)
+    with torch.no_grad():
+        before = model.decode(f, z)
+        widen_palette(model, 40, noise=0.0)  # 16 -> 40: 2.5 copies of each colour
+        exact = model.decode(f, z)
+        assert model.cfg.decoder_palette == 40 and model.decoder.out.out_channels == 40
+        assert model.decoder.palette(f).shape == (3, 40 * 3)
+        torch.testing.assert_close(exact, before, atol=1e-6, rtol=0)
+        nudged = tiny_model(seed=9)
+        widen_palette(nudged, 40)  # with the default noise on the copies' colours
+        drift = float((nudged.decode(f, z) - before).abs().max())
+    assert 0 < drift < 1e-2
+    with pytest.raises(ValueError, match="can only widen"):
+        widen_palette(model, 8)
