@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ finetune: setup
 # Its third stage: a second fine-tune, of the second stage's model (100 min).
 finetune3: setup
 	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned3 --lr 3e-4 --max-minutes 100 --seed 3
+
+# Its fourth stage: the third stage's model with its palette widened from 16 to 32 colours (90 min).
+finetune4: setup
+	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 32 --out runs/tuned4 --lr 3e-4 --max-minutes 90 --seed 4
 
 clean:
 	rm -rf $(VENV) .cache runs

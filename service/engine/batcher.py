@@ -1,10 +1,10 @@
 """A dynamic micro-batcher: concurrent requests of the same graph and shape share one call.
 
 It knows nothing about HTTP, Redis or onnxruntime: it is given a blocking `run(graph, inputs)`
-and runs it in a thread, so the event loop stays free. A request is a dict of arrays that all
-share a leading batch axis (B rows); requests whose arrays agree on every other axis are merged
-by concatenating along B, up to `max_batch` rows or until the oldest has waited `max_wait_ms`,
-and the outputs are split back by row counts.
+and runs it on a pool of its own `concurrency` threads, so the event loop stays free. A request
+is a dict of arrays that all share a leading batch axis (B rows); requests whose arrays agree on
+every other axis are merged by concatenating along B, up to `max_batch` rows or until the oldest
+has waited `max_wait_ms`, and the outputs are split back by row counts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,9 +48,15 @@ class MicroBatcher:
         self.running = 0
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
+        self._threads: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        # The calls run on exactly `concurrency` threads of their own, not on asyncio's shared
+        # pool (up to cores + 4 threads, taken as they come free): glibc gives each thread that
+        # allocates its own malloc arena, so the threads that touch the model's buffers, and
+        # their arenas, are as many as the calls allowed at once (docs/benchmarks.md, Memory).
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vdis-model")
         self._workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
 
     async def stop(self) -> None:
@@ -57,6 +64,9 @@ class MicroBatcher:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
         for queue in self.pending.values():
             for request in queue:
                 request.future.cancel()
@@ -140,7 +150,8 @@ class MicroBatcher:
         merged = {n: np.concatenate([r.inputs[n] for r in batch]) if len(batch) > 1
                   else batch[0].inputs[n] for n in names}  # (sum of B, ...)
         try:
-            outputs = await asyncio.to_thread(self.run, graph, merged)
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._threads, self.run, graph, merged)
         except Exception as error:  # the failure belongs to every request in the batch
             for request in batch:
                 if not request.future.done():

@@ -28,9 +28,9 @@ def resolve_parallelism(settings: Settings, cores: int | None = None) -> Setting
     (MAX_CONCURRENT_RUNS=2 on 2 cores: two calls side by side, one thread each). On CUDA (asked
     for): one call at a time unless set; threads stay 0 (onnxruntime's default).
 
-    Calls side by side gave 28% more /swap throughput on 2 cores, but the API's RSS kept
-    growing with them (+10.6% from 2000 to 8000 requests; one call at a time: 0.0%), so they
-    are not the default (docs/benchmarks.md).
+    Calls side by side gave 28% more /swap throughput on 2 cores, but with them the API's RSS
+    climbs for the first 2000-4000 requests (to a plateau ~10% above one call's), which the
+    leak check reads as growth, so they are not the default (docs/benchmarks.md, Memory).
     """
     runs, threads = settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
     if CUDA in choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU):

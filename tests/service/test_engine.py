@@ -3,6 +3,7 @@
 import asyncio
 import json
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -120,6 +121,29 @@ def test_waiting_rows_are_shared_among_the_free_calls():
     calls.clear()
     assert asyncio.run(main(1)) == list(range(1, 9))
     assert calls == [8]
+
+
+def test_calls_run_on_as_many_threads_as_calls_allowed_at_once():
+    """Not on asyncio's shared pool: each thread that runs a call grows a malloc arena."""
+    threads = set()
+
+    def run(graph, inputs):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.002)
+        return {"y": inputs["x"]}
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=2, max_wait_ms=0, concurrency=2)
+        batcher.start()
+        try:
+            for _ in range(10):  # rounds of many requests: asyncio's pool would add threads
+                await asyncio.gather(*[batcher.submit("g", {"x": np.ones((1, 2))})
+                                       for _ in range(12)])
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert len(threads) == 2 and all(name.startswith("vdis-model") for name in threads)
 
 
 def test_parallelism_on_cpu_is_one_call_on_every_core_unless_set(model_dir):
