@@ -35,9 +35,10 @@ class Settings(BaseSettings):
     WARMUP_BATCHES: str = ""
     # How the cores are used on CPU: one onnxruntime call at a time on every core (both 0, the
     # default), or several calls at once on fewer threads each: VDIS_MAX_CONCURRENT_RUNS=2 on 2
-    # cores measured 28% more /swap throughput, but the process's RSS kept growing with it, so
-    # it is opt-in (docs/benchmarks.md). Setting one of them derives the other from the cores
-    # (calls = cores // threads, threads = cores // calls); on CUDA one call at a time.
+    # cores measured 28% more /swap throughput, but the process's RSS then climbs over the first
+    # few thousand requests (to ~10% above one call's), so it is opt-in (docs/benchmarks.md).
+    # Setting one of them derives the other from the cores (calls = cores // threads,
+    # threads = cores // calls); on CUDA one call at a time.
     # service.engine.local.resolve_parallelism.
     INTRA_OP_THREADS: int = Field(0, ge=0)  # threads per onnxruntime call; 0: see above
     INTER_OP_THREADS: int = Field(0, ge=0)
