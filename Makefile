@@ -51,9 +51,9 @@ finetune: setup
 finetune3: setup
 	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned3 --lr 3e-4 --max-minutes 100 --seed 3
 
-# Its fourth stage: the third stage's model with its palette widened from 16 to 32 colours (90 min).
+# Its fourth stage: the third stage's model with its palette widened from 16 to 32 colours (120 min).
 finetune4: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 32 --out runs/tuned4 --lr 3e-4 --max-minutes 90 --seed 4
+	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 32 --out runs/tuned4 --lr 3e-4 --max-minutes 120 --seed 4
 
 clean:
 	rm -rf $(VENV) .cache runs
