@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
                             motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
                             motion_view=a.motion_view,
-                            decoder_palette=a.palette or ModelConfig().decoder_palette)
+                            decoder_palette=a.palette or m.decoder_palette)
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,

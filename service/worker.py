@@ -271,7 +271,7 @@ class Worker:
     async def _run_alone(self, job: Job, error: Exception) -> dict | bytes:
         """A failed batch may have failed for one job: retry each alone to find which."""
         try:
-            return await asyncio.to_thread(self.runner.run, job.graph, job.inputs)
+            return await self.batcher.run_alone(job.graph, job.inputs)
         except Exception as alone:  # the model's own error, stored as this job's result
             log.exception("job %s (%s) failed: %s (in its batch: %s)", job.id, job.graph,
                           alone, error)

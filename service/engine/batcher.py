@@ -141,6 +141,13 @@ class MicroBatcher:
             del self.pending[key]
         return batch
 
+    async def run_alone(self, graph: str, inputs: Arrays) -> Arrays:
+        """One call of `run` as it is, unbatched, on the batcher's own threads."""
+        if self._threads is None:
+            raise RuntimeError("the batcher is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.run, graph,
+                                                                inputs)
+
     async def _run(self, graph: str, batch: list[_Request]) -> None:
         batch = [r for r in batch if not r.future.cancelled()]
         if not batch:
@@ -150,8 +157,7 @@ class MicroBatcher:
         merged = {n: np.concatenate([r.inputs[n] for r in batch]) if len(batch) > 1
                   else batch[0].inputs[n] for n in names}  # (sum of B, ...)
         try:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._threads, self.run, graph, merged)
+            outputs = await self.run_alone(graph, merged)
         except Exception as error:  # the failure belongs to every request in the batch
             for request in batch:
                 if not request.future.done():

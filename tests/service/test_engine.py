@@ -139,6 +139,7 @@ def test_calls_run_on_as_many_threads_as_calls_allowed_at_once():
             for _ in range(10):  # rounds of many requests: asyncio's pool would add threads
                 await asyncio.gather(*[batcher.submit("g", {"x": np.ones((1, 2))})
                                        for _ in range(12)])
+            await batcher.run_alone("g", {"x": np.ones((1, 2))})  # a worker's retry of one job
         finally:
             await batcher.stop()
 
