@@ -30,6 +30,7 @@ test: setup
 # The reliability and security suite alone (docs/reliability.md); also part of `make test`.
 RELIABILITY := tests/service/test_fuzz.py tests/service/test_hostile_uploads.py \
 	tests/service/test_security.py tests/service/test_redis_reliability.py \
+	tests/service/test_worker_retry.py \
 	tests/docker/test_compose.py::test_containers_run_as_non_root
 reliability: setup
 	$(PY) -m pytest -q -s -p no:warnings $(RELIABILITY)
