@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 finetune5 judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ finetune3: setup
 # Its fourth stage: the third stage's model with its palette widened from 16 to 32 colours (120 min).
 finetune4: setup
 	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 32 --out runs/tuned4 --lr 3e-4 --max-minutes 120 --seed 4
+
+# Its fifth stage: the fourth stage's model with its palette widened from 32 to 48 colours (115 min).
+finetune5: setup
+	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 48 --out runs/tuned5 --lr 3e-4 --max-minutes 115 --seed 5
 
 clean:
 	rm -rf $(VENV) .cache runs
