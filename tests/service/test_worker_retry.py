@@ -17,6 +17,7 @@ from service.engine.redis_engine import RedisEngine
 from service.worker import Worker
 from tests.service.conftest import make_settings
 from tests.service.redisutil import REDIS_URL, delete_keys, unique_prefix
+from tests.service.test_redis_reliability import local_decode
 
 POISON = 123.0  # an appearance code holding this value breaks any model call it is part of
 
@@ -67,11 +68,11 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
         finally:
             worker.stop()
             await serving
-        expected = [decoded_alone(worker, a, m) for a, m in codes[::2]]
         await engine.close()
-        return answers, expected, model_calls, worker.counts, engine.keys.jobs
+        return answers, codes, model_calls, worker.counts, engine.keys.jobs
 
-    answers, expected, model_calls, counts, jobs_key = asyncio.run(scenario())
+    answers, codes, model_calls, counts, jobs_key = asyncio.run(scenario())
+    expected = [local_decode(model_dir, a, m) for a, m in codes[::2]]  # each in a call of its own
     good, bad = [answers[0], answers[2]], answers[1]
     assert model_calls == [3, 1, 1, 1]  # the batch, then each of its jobs alone
     for got, want in zip(good, expected, strict=True):
@@ -84,9 +85,3 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
         assert plain.xlen(jobs_key) == 0
         assert plain.xpending(jobs_key, GROUP)["pending"] == 0
 
-
-def decoded_alone(worker: Worker, appearance, motion) -> np.ndarray:
-    """What the model draws for these codes in a call of its own, as the API returns it."""
-    out = worker.runner.run("decoder", {"appearance": appearance.astype(np.float32),
-                                        "motion": motion.astype(np.float32)})["video"]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
