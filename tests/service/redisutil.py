@@ -1,8 +1,10 @@
 """Helpers for the Redis engine tests: worker and API subprocesses, a private redis-server,
-unique key prefixes so tests never see each other's keys on the shared Redis."""
+unique key prefixes so tests never see each other's keys on the shared Redis, and the right
+answers from the in-process engine to compare the Redis path with."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,11 +15,14 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import redis
 
 from bench.common import free_port
+from service.engine import LocalEngine
 from service.engine.keys import Keys
 from service.settings import REPO
+from tests.service.conftest import make_settings
 
 # Database 9 of the shared server (started by .ci/run); each test also has its own prefix.
 REDIS_URL = os.environ.get("VDIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -157,3 +162,15 @@ def workers(model_dir: Path, prefix: str, log_dir: Path, names: list[str], **set
     finally:
         for worker in started:
             worker.stop()
+
+
+def local_decode(model_dir, f, z) -> np.ndarray:
+    """The right answers: f (n, F), z (n, T, Z) -> (n, T, S, S, 3) from the in-process engine."""
+    async def main():
+        local = LocalEngine(make_settings(model_dir))
+        await local.start()
+        try:
+            return await local.decode(f, z)
+        finally:
+            await local.close()
+    return asyncio.run(main())

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.engine import JobFailed, LocalEngine
+from service.engine import JobFailed
 from service.engine.keys import GROUP, Keys
 from service.engine.manifest import load_manifest
 from service.engine.redis_engine import RedisEngine
@@ -28,6 +28,7 @@ from tests.service.redisutil import (
     Worker,
     delete_keys,
     free_port,
+    local_decode,
     unique_prefix,
     wait_for,
 )
@@ -103,18 +104,6 @@ def test_a_worker_killed_mid_batch_loses_nothing(model_dir, prefix, tmp_path):
     assert "claimed" in (tmp_path / "rescuer.log").read_text()
     np.testing.assert_allclose(np.concatenate(answers).astype(float),
                                local_decode(model_dir, f, z), atol=1)
-
-
-def local_decode(model_dir, f, z) -> np.ndarray:
-    """The right answers: f (n, F), z (n, T, Z) -> (n, T, S, S, 3) from the in-process engine."""
-    async def main():
-        local = LocalEngine(make_settings(model_dir))
-        await local.start()
-        try:
-            return await local.decode(f, z)
-        finally:
-            await local.close()
-    return asyncio.run(main())
 
 
 def test_a_poison_job_is_dead_lettered_with_a_clear_error(model_dir, prefix, tmp_path):

@@ -16,8 +16,7 @@ from service.engine.keys import GROUP
 from service.engine.redis_engine import RedisEngine
 from service.worker import Worker
 from tests.service.conftest import make_settings
-from tests.service.redisutil import REDIS_URL, delete_keys, unique_prefix
-from tests.service.test_redis_reliability import local_decode
+from tests.service.redisutil import REDIS_URL, delete_keys, local_decode, unique_prefix
 
 POISON = 123.0  # an appearance code holding this value breaks any model call it is part of
 
