@@ -61,6 +61,7 @@ class LossConfig:
     dynamic_prediction: float = 1.0  # S3VAE head on z_t predicting the flow-grid cell
     mutual_information: float = 1.0  # S3VAE MI(f; z_t) penalty, minibatch-weighted sampling
     swap_cycle: float = 0.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
+    prior_moments: float = 0.0  # the batch's f samples: mean 0 and variance 1 per dim
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
 
 

@@ -79,3 +79,17 @@ def swap_cycle(f_of_swap: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor,
     detached, and the triplet (not a plain distance) cannot be met by a constant f.
     """
     return F.triplet_margin_loss(f_of_swap, f_a.detach(), f_b.detach(), margin=margin)
+
+
+def prior_moments(f: torch.Tensor) -> torch.Tensor:
+    """How far the batch's appearance samples (B, F) are from N(0, I), dim by dim.
+
+    Sum over dims of mean^2 + (variance - 1)^2 of the samples f ~ q(f|x). The KL term pulls
+    each clip's posterior toward the prior, but the codes of all clips together (the aggregate
+    posterior) can still sit off-centre or be narrower or wider than N(0, I); then an f drawn
+    from the prior, as protocol (a) does, decodes to a character unlike any seen in training.
+    This term asks the aggregate's first two moments to be the prior's.
+    """
+    mean = f.mean(0)
+    var = f.var(0)
+    return (mean**2 + (var - 1) ** 2).sum()

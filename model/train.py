@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--max-minutes", type=float, default=t.max_minutes,
                    help="time budget; the learning-rate schedule ends with it (0: none)")
     for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
-                 "mutual_information", "swap_cycle"):
+                 "mutual_information", "swap_cycle", "prior_moments"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(LossConfig(), name))
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
         mutual_information=a.mutual_information, swap_cycle=a.swap_cycle,
+        prior_moments=a.prior_moments,
         kl_warmup_steps=a.kl_warmup_steps)
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
@@ -161,6 +162,9 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         terms["cycle"] = losses.swap_cycle(f_of_swap.float(), f_a, f_a.roll(1, 0),
                                            lc.triplet_margin)
         total = total + lc.swap_cycle * terms["cycle"]
+    if lc.prior_moments > 0:
+        terms["moments"] = losses.prior_moments(out["f"].float())
+        total = total + lc.prior_moments * terms["moments"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
         total = total + lc.dynamic_prediction * terms["flow"]

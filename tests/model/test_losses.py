@@ -69,3 +69,14 @@ def test_swap_cycle_wants_the_swap_nearer_its_appearance_source():
     assert float(loss) > 1.0
     loss.backward()
     assert f_of_swap.grad is not None and float(f_of_swap.grad.abs().sum()) > 0
+
+
+def test_prior_moments_is_small_for_prior_draws_and_grows_with_an_offset_or_a_squeeze():
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.randn(4096, 8, generator=gen)
+    assert float(losses.prior_moments(draws)) < 0.05
+    assert float(losses.prior_moments(draws + 1.0)) > 7.5  # 8 dims, each off by 1
+    assert float(losses.prior_moments(0.5 * draws)) > 4.0  # variance 0.25 in 8 dims
+    shifted = (draws + 1.0).requires_grad_()
+    losses.prior_moments(shifted).backward()
+    assert float(shifted.grad.sum()) > 0  # descent moves the codes back toward 0
