@@ -26,7 +26,8 @@ def test_motion_metrics_on_known_cases():
 def test_judge_and_protocols_run_end_to_end_on_a_tiny_subset(tmp_path):
     judge_path = tmp_path / "judge.safetensors"
     accuracy = evaluate.train_judge(judge_path, epochs=1, batch_size=16, subset=32)
-    assert set(accuracy) == {"motion", "body", "bottom", "top", "hair"}
+    assert set(accuracy) == {"motion", "body", "bottom", "top", "hair", "test_motion_metrics"}
+    assert 1.0 - 1e-6 <= accuracy["test_motion_metrics"]["is"] <= 9.0 + 1e-6
     judge = evaluate.load_judge(judge_path)
     results = evaluate.evaluate(tiny_model(), judge, seeds=2, subset=18, images=tmp_path / "img")
     assert len(results["runs"]) == 2 and results["clips"] == 18
@@ -39,3 +40,4 @@ def test_judge_and_protocols_run_end_to_end_on_a_tiny_subset(tmp_path):
         assert (tmp_path / "img" / name).stat().st_size > 0
     table = evaluate.markdown_table(results)
     assert "| S3VAE | 99.49% | 8.637 |" in table and "vdis (ours)" in table
+    assert f"*{results['real']['is']:.3f}*" in table  # the judge on the real clips
