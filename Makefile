@@ -78,7 +78,7 @@ clean:
 CHECKPOINT ?= runs/sprites/model.safetensors
 JUDGE ?= models/judge/sprites-judge.safetensors
 judge: setup
-	$(PY) -m model.evaluate train-judge --out $(JUDGE) --epochs 2
+	$(PY) -m model.evaluate train-judge --out $(JUDGE) --epochs 8
 
 evaluate: setup
 	$(PY) -m model.evaluate run --model $(CHECKPOINT) --judge $(JUDGE) --out docs/evaluation
