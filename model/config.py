@@ -62,6 +62,8 @@ class LossConfig:
     mutual_information: float = 1.0  # S3VAE MI(f; z_t) penalty, minibatch-weighted sampling
     swap_cycle: float = 0.0  # f of decode(f_A, z_B) nearer f_A than f_B (model/losses.py)
     prior_moments: float = 0.0  # the batch's f samples: mean 0 and variance 1 per dim
+    aggregate_prior: float = 0.0  # Gaussian fit of q(f) over recent clips vs N(0, I) (Jeffreys)
+    aggregate_bank: int = 1024  # clips in that fit: this batch and those of the last steps
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
 
 

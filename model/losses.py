@@ -93,3 +93,51 @@ def prior_moments(f: torch.Tensor) -> torch.Tensor:
     mean = f.mean(0)
     var = f.var(0)
     return (mean**2 + (var - 1) ** 2).sum()
+
+
+def aggregate_divergence(f_mean: torch.Tensor, f_var: torch.Tensor) -> torch.Tensor:
+    """Jeffreys divergence between a Gaussian fit of the aggregate posterior and N(0, I).
+
+    f_mean, f_var: (N, F) posterior means and variances of N clips. The aggregate q(f) (the
+    mixture of their posteriors) has mean mu = E[f_mean] and covariance
+    C = Cov(f_mean) + E[diag(f_var)] (as in DIP-VAE-II), in closed form, with no sampling noise.
+    Returns KL(N(mu, C) || N(0, I)) + KL(N(0, I) || N(mu, C))
+    = (tr C + tr C^-1 + mu.mu + mu.C^-1.mu) / 2 - F, zero only at mu = 0, C = I.
+
+    Unlike prior_moments this sees directions, not only dims: codes whose dims each have
+    variance 1 can still lie close to a plane (a direction of C with a small eigenvalue), and
+    the prior then draws f off that plane, where the decoder has never been. The tr C^-1 half
+    is what punishes such a direction.
+    """
+    n, d = f_mean.shape
+    mu = f_mean.mean(0)
+    centred = f_mean - mu
+    cov = centred.T @ centred / max(1, n - 1) + torch.diag(f_var.mean(0))
+    inv = torch.linalg.inv(cov)
+    return 0.5 * (torch.trace(cov) + torch.trace(inv) + mu @ mu + mu @ inv @ mu) - d
+
+
+class AggregateBank:
+    """The appearance posteriors of the last `size` training clips, for aggregate_divergence.
+
+    A batch of 32 clips estimates a 32 x 32 covariance badly (its estimate is biased and noisy),
+    so the batch is joined to the (detached) posteriors of the clips of the last few steps. Only
+    the batch carries gradients; they are scaled by N / batch so that they are as large as if
+    all N clips had been encoded with the current weights. The reported value is the estimate.
+    """
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self.mean: torch.Tensor | None = None
+        self.var: torch.Tensor | None = None
+
+    def divergence(self, f_mean: torch.Tensor, f_logvar: torch.Tensor) -> torch.Tensor:
+        f_var = f_logvar.exp()
+        mean, var = f_mean, f_var
+        if self.mean is not None:
+            mean, var = torch.cat([self.mean, f_mean]), torch.cat([self.var, f_var])
+        value = aggregate_divergence(mean, var)
+        if self.size > 0:
+            self.mean, self.var = mean.detach()[-self.size:], var.detach()[-self.size:]
+        scale = len(mean) / len(f_mean)
+        return value.detach() + scale * (value - value.detach())

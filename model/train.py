@@ -50,9 +50,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--max-minutes", type=float, default=t.max_minutes,
                    help="time budget; the learning-rate schedule ends with it (0: none)")
     for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
-                 "mutual_information", "swap_cycle", "prior_moments"):
+                 "mutual_information", "swap_cycle", "prior_moments", "aggregate_prior"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(LossConfig(), name))
+    p.add_argument("--aggregate-bank", type=int, default=LossConfig().aggregate_bank,
+                   metavar="N", help="clips in the aggregate-prior term's Gaussian fit")
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
     p.add_argument("--no-colour-augment", action="store_true")
     p.add_argument("--recolour-targets", type=float, default=TrainConfig().recolour_targets,
@@ -79,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
         mutual_information=a.mutual_information, swap_cycle=a.swap_cycle,
-        prior_moments=a.prior_moments,
-        kl_warmup_steps=a.kl_warmup_steps)
+        prior_moments=a.prior_moments, aggregate_prior=a.aggregate_prior,
+        aggregate_bank=a.aggregate_bank, kl_warmup_steps=a.kl_warmup_steps)
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
@@ -133,8 +135,13 @@ def git_commit() -> str:
 
 
 def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torch.Tensor,
-                   flow: torch.Tensor | None, cfg: TrainConfig,
-                   kl_scale: float) -> dict[str, torch.Tensor]:
+                   flow: torch.Tensor | None, cfg: TrainConfig, kl_scale: float,
+                   bank: losses.AggregateBank | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch and their weighted sum ("loss").
+
+    `bank` carries recent clips' appearance posteriors between steps for the aggregate-prior
+    term; without one the term is estimated on this batch alone.
+    """
     lc = cfg.loss
     out = model(video, motion_input)
     frames = out["recon_frames"]
@@ -165,6 +172,10 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
     if lc.prior_moments > 0:
         terms["moments"] = losses.prior_moments(out["f"].float())
         total = total + lc.prior_moments * terms["moments"]
+    if lc.aggregate_prior > 0:
+        bank = bank if bank is not None else losses.AggregateBank(0)
+        terms["aggregate"] = bank.divergence(out["f_mean"].float(), out["f_logvar"].float())
+        total = total + lc.aggregate_prior * terms["aggregate"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
         total = total + lc.dynamic_prediction * terms["flow"]
@@ -242,6 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
     use_bf16 = cfg.bf16 and device.type == "cpu" and cpu_has_fast_bf16()
     print(f"device {device}, bfloat16 autocast {'on' if use_bf16 else 'off'}", flush=True)
     started = time.time()
+    bank = losses.AggregateBank(cfg.loss.aggregate_bank)  # refills within a few steps on resume
     log = open(out_dir / "log.csv", "a", newline="")
     writer = None
     # ---- the loop
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> Path:
                 group["lr"] = lr_at(step)
             kl_scale = min(1.0, step / kl_warmup) if kl_warmup else 1.0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale)
+                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale, bank)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)

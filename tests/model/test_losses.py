@@ -80,3 +80,52 @@ def test_prior_moments_is_small_for_prior_draws_and_grows_with_an_offset_or_a_sq
     shifted = (draws + 1.0).requires_grad_()
     losses.prior_moments(shifted).backward()
     assert float(shifted.grad.sum()) > 0  # descent moves the codes back toward 0
+
+
+def test_aggregate_divergence_is_zero_at_the_prior_and_sees_a_squeezed_direction():
+    d = 8
+    # every clip's posterior is the prior itself: the aggregate is exactly N(0, I)
+    assert abs(float(losses.aggregate_divergence(torch.zeros(64, d), torch.ones(64, d)))) < 1e-5
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.randn(4096, d, generator=gen)
+    sharp = torch.full((4096, d), 1e-6)  # posteriors as points: the aggregate is the draws
+    assert float(losses.aggregate_divergence(draws, sharp)) < 0.05
+    assert float(losses.aggregate_divergence(draws + 1.0, sharp)) > 7.5  # mean off by 1 per dim
+    # dims 0 and 1 each of variance 1 but correlated 0.97: the direction (1, -1) has variance
+    # 0.03, which the per-dim moments cannot see and the prior fills
+    plane = draws.clone()
+    plane[:, 1] = 0.97 * draws[:, 0] + math.sqrt(1 - 0.97**2) * draws[:, 1]
+    assert float(losses.prior_moments(plane)) < 0.05
+    assert float(losses.aggregate_divergence(plane, sharp)) > 12.0  # about 15.9 in theory
+    squeezed = plane.clone().requires_grad_()
+    losses.aggregate_divergence(squeezed, sharp).backward()
+    step = squeezed - 0.01 * squeezed.grad  # one descent step widens the squeezed direction
+    assert float(losses.aggregate_divergence(step.detach(), sharp)) < float(
+        losses.aggregate_divergence(plane, sharp))
+
+
+def test_aggregate_bank_joins_recent_clips_and_scales_the_batch_gradient():
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(32, 4, generator=gen), torch.full((32, 4), -2.0)) for _ in range(6)]
+    bank = losses.AggregateBank(size=96)
+    for mean, logvar in batches[:5]:
+        bank.divergence(mean, logvar)
+    assert len(bank.mean) == 96  # the last three batches only
+    mean = batches[5][0].clone().requires_grad_()
+    value = bank.divergence(mean, batches[5][1])
+    held = torch.cat([b[0] for b in batches[2:5]])
+    joined = torch.cat([held, mean])
+    expected = losses.aggregate_divergence(joined, torch.full((128, 4), math.exp(-2.0)))
+    assert math.isclose(float(value), float(expected), rel_tol=1e-5)
+    value.backward()
+    grad = mean.grad.clone()
+    mean.grad = None
+    (expected * 128 / 32).backward()  # the batch's gradient, as if all 128 were current
+    assert torch.allclose(grad, mean.grad, rtol=1e-4, atol=1e-7)
+    # a bank of size 0 keeps nothing: each batch alone
+    alone = losses.AggregateBank(size=0)
+    for b in batches[:2]:
+        v = alone.divergence(*b)
+    assert alone.mean is None
+    assert math.isclose(float(v), float(losses.aggregate_divergence(
+        batches[1][0], batches[1][1].exp())), rel_tol=1e-5)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from model import train
+from model import losses, train
 from model.checkpoint import load_model
 from model.config import LossConfig, ModelConfig, TrainConfig
 from model.data import sprites
@@ -21,20 +21,25 @@ def test_a_few_steps_lower_the_loss_with_every_term_on():
     video = train.to_tensor(clips)
     flow = torch.from_numpy(flow_labels_for(clips, progress=False))
     cfg = TrainConfig(model=ModelConfig(width=8, hidden=32, appearance_width=16),
-                      loss=LossConfig(kl_warmup_steps=0, swap_cycle=30.0))  # off by default
+                      loss=LossConfig(kl_warmup_steps=0, swap_cycle=30.0,  # these three are
+                                      prior_moments=1.0, aggregate_prior=1.0))  # off by default
     model = SequentialVAE(cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     history = []
+    bank = losses.AggregateBank(cfg.loss.aggregate_bank)
     for _ in range(12):
-        terms = train.compute_losses(model, video, train.colour_augment(video, gen), flow, cfg, 1.0)
-        assert set(terms) >= {"recon", "kl_f", "kl_z", "triplet", "cycle", "flow", "mi", "loss"}
+        terms = train.compute_losses(model, video, train.colour_augment(video, gen), flow, cfg, 1.0,
+                                     bank)
+        assert set(terms) >= {"recon", "kl_f", "kl_z", "triplet", "cycle", "moments", "aggregate",
+                              "flow", "mi", "loss"}
         assert all(torch.isfinite(v) for v in terms.values())
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
         history.append(float(terms["loss"]))
     assert history[-1] < 0.7 * history[0]
+    assert len(bank.mean) == 12 * 8  # the bank kept every step's clips (fewer than its size)
 
 
 def test_colour_augment_keeps_shapes_and_range():
