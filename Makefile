@@ -14,7 +14,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 finetune5 finetune6 judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 finetune5 finetune6 finetune7 judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ finetune5: setup
 # to the prior's mean and variance (the prior-moments term; 95 min).
 finetune6: setup
 	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned6 --lr 1e-4 --prior-moments 10 --max-minutes 95 --seed 6
+
+# Its seventh stage: the sixth stage's model with a Gaussian fit of its appearance codes over
+# the last 1024 clips held to N(0, I), covariance included (the aggregate-prior term; 88 min).
+finetune7: setup
+	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned7 --lr 1e-4 --aggregate-prior 10 --max-minutes 88 --seed 7
 
 clean:
 	rm -rf $(VENV) .cache runs
