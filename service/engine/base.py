@@ -110,5 +110,6 @@ class Engine(ABC):
             raise InvalidCodes(f"motion must be (B, T, {z}) with B = {appearance.shape[0]}, "
                              f"not {motion.shape}")
         if not (np.isfinite(appearance).all() and np.isfinite(motion).all()):
-            raise InvalidCodes("codes must be finite numbers")
+            raise InvalidCodes("codes must be finite numbers within float32's range "
+                               "(|x| < 3.4e38; no NaN or Infinity)")
         return appearance, motion

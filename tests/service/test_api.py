@@ -217,6 +217,20 @@ def test_bad_parameters_and_content_types(client, mp4):
     _problem(client.get("/nowhere"), 404, "not-found")
 
 
+def test_codes_beyond_float32_or_not_finite_are_refused_with_the_range(client, mp4):
+    codes = client.post("/encode", files={"video": upload(mp4)}).json()
+    f = len(codes["appearance"]["mean"])
+    for bad in (1e300, -1e39):  # finite in JSON, infinite as float32
+        body = {"appearance": [bad] * f, "motion": codes["motion"]["mean"]}
+        detail = _problem(client.post("/decode", json=body), 422, "invalid-codes")["detail"]
+        assert "float32" in detail
+    r = client.post("/generate", data={"appearance": json.dumps([1e300] * f)})
+    assert "float32" in _problem(r, 422, "invalid-codes")["detail"]
+    nan = '{"appearance": [' + ", ".join(["NaN"] * f) + '], "motion": [[0.0]]}'
+    r = client.post("/decode", content=nan, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+
+
 def test_size_limits(model_dir, mp4):
     settings = make_settings(model_dir, MAX_UPLOAD_BYTES=len(mp4) - 1, MAX_PIXELS=32 * 32)
     with TestClient(create_app(settings)) as client:

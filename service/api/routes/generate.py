@@ -69,7 +69,8 @@ async def generate(
 
 def _parse_appearance(text: str, size: int) -> np.ndarray:
     try:
-        code = np.asarray(json.loads(text), np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
+            code = np.asarray(json.loads(text), np.float32)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise Problem("invalid-codes", f"`appearance` must be a JSON list of {size} numbers"
                       ) from error
