@@ -102,8 +102,9 @@ class Engine(ABC):
 
     def _check_codes(self, appearance: np.ndarray, motion: np.ndarray):
         f, z = self.manifest.appearance_dim, self.manifest.motion_dim
-        appearance = np.ascontiguousarray(appearance, np.float32)
-        motion = np.ascontiguousarray(motion, np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
+            appearance = np.ascontiguousarray(appearance, np.float32)
+            motion = np.ascontiguousarray(motion, np.float32)
         if appearance.ndim != 2 or appearance.shape[1] != f:
             raise InvalidCodes(f"appearance must be (B, {f}), not {appearance.shape}")
         if motion.ndim != 3 or motion.shape[2] != z or motion.shape[0] != appearance.shape[0]:

@@ -224,8 +224,9 @@ def test_codes_beyond_float32_or_not_finite_are_refused_with_the_range(client, m
         body = {"appearance": [bad] * f, "motion": codes["motion"]["mean"]}
         detail = _problem(client.post("/decode", json=body), 422, "invalid-codes")["detail"]
         assert "float32" in detail
-    r = client.post("/generate", data={"appearance": json.dumps([1e300] * f)})
-    assert "float32" in _problem(r, 422, "invalid-codes")["detail"]
+    for bad in ("1e300", "1" + "0" * 400):  # a float, and an integer beyond any float
+        r = client.post("/generate", data={"appearance": "[" + ", ".join([bad] * f) + "]"})
+        assert "float32" in _problem(r, 422, "invalid-codes")["detail"]
     nan = '{"appearance": [' + ", ".join(["NaN"] * f) + '], "motion": [[0.0]]}'
     r = client.post("/decode", content=nan, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text

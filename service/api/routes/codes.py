@@ -68,12 +68,12 @@ async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
     if body.model is not None and body.model != engine.manifest.name:
         raise Problem("invalid-codes", f"the codes come from model {body.model!r}; this "
                       f"service runs {engine.manifest.name!r}")
-    with np.errstate(over="ignore"):  # beyond float32's range -> inf, which the engine refuses
-        appearance = np.asarray([body.appearance_mean()], np.float32)  # (1, F)
-        try:
-            motion = np.asarray([body.motion_mean()], np.float32)  # (1, T, Z)
-        except ValueError as error:  # ragged lists
-            raise Problem("invalid-codes", "motion must be T lists of equal length Z") from error
+    # float64 as sent: the engine casts to float32 and refuses what does not fit
+    appearance = np.asarray([body.appearance_mean()], np.float64)  # (1, F)
+    try:
+        motion = np.asarray([body.motion_mean()], np.float64)  # (1, T, Z)
+    except ValueError as error:  # ragged lists
+        raise Problem("invalid-codes", "motion must be T lists of equal length Z") from error
     frame_count(motion.shape[1] if motion.ndim == 3 else None, engine, settings)
     videos = await engine.decode(appearance, motion)  # (1, T, S, S, 3)
     return await render(videos, output)

@@ -69,8 +69,9 @@ async def generate(
 
 def _parse_appearance(text: str, size: int) -> np.ndarray:
     try:
-        with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
-            code = np.asarray(json.loads(text), np.float32)
+        # integers parsed as floats: a 400-digit one becomes inf (refused by the engine, as
+        # anything beyond float32's range is) rather than overflowing the conversion
+        code = np.asarray(json.loads(text, parse_int=float), np.float64)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise Problem("invalid-codes", f"`appearance` must be a JSON list of {size} numbers"
                       ) from error
