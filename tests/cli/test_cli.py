@@ -16,6 +16,7 @@ import pytest
 
 from service.settings import REPO
 from tests.liveservice import free_port, running_service
+from tests.service.redisutil import delete_keys
 
 SAMPLES = sorted((REPO / "service" / "static" / "samples").glob("*.mp4"))
 # The installed console script when there is one (pip install -e .), else the module.
@@ -135,6 +136,9 @@ def test_worker_serves_an_api_through_redis(model_dir_for_cli, tmp_path):
     finally:
         worker.terminate()
         assert worker.wait(20) == 0  # SIGTERM drains and exits cleanly
+        delete_keys(prefix, url)  # the jobs stream has no TTL: it would outlive the test
+    with redis.Redis.from_url(url) as client:
+        assert not list(client.scan_iter(f"{prefix}:*"))
     missing = vdis("worker", env={"VDIS_REDIS_URL": ""})
     assert missing.returncode == 1 and "VDIS_REDIS_URL is not set" in missing.stderr
 
