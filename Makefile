@@ -14,7 +14,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train finetune finetune3 finetune4 finetune5 finetune6 finetune7 judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train ship judge check-judge evaluate export clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,50 +47,42 @@ lint: setup
 data: setup
 	$(PY) -m model.data build sprites --preview docs/sprites-preview.png
 
+# The shipped Sprites model from random weights, in one command: the recipe
+# model/recipes/sprites.toml (130 minutes of training on 2 cores), then the evaluation and the
+# export, all into $(RUN). `make train RESUME=1` continues a run that stopped. To ship the
+# result: `make ship RUN=runs/sprites` (copies it over models/sprites and docs/evaluation).
+RUN ?= runs/sprites
 train: setup
-	$(PY) -m model.train --out runs/sprites   # defaults: the shipped model's run (100 min)
+	$(PY) -m model.train --recipe sprites --out $(RUN) $(if $(RESUME),--resume)
+	$(MAKE) evaluate export CHECKPOINT=$(RUN)/model.safetensors EVAL_OUT=$(RUN)/evaluation \
+		MODEL_OUT=$(RUN)/export
 
-# The shipped model's second stage: a fine-tune of CHECKPOINT with a fresh schedule (108 min).
-finetune: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned --lr 4e-4 --max-minutes 108
-
-# Its third stage: a second fine-tune, of the second stage's model (100 min).
-finetune3: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned3 --lr 3e-4 --max-minutes 100 --seed 3
-
-# Its fourth stage: the third stage's model with its palette widened from 16 to 32 colours (120 min).
-finetune4: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 32 --out runs/tuned4 --lr 3e-4 --max-minutes 120 --seed 4
-
-# Its fifth stage: the fourth stage's model with its palette widened from 32 to 48 colours (115 min).
-finetune5: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --palette 48 --out runs/tuned5 --lr 3e-4 --max-minutes 115 --seed 5
-
-# Its sixth stage: the fifth stage's model at a lower peak rate, with its appearance codes held
-# to the prior's mean and variance (the prior-moments term; 95 min).
-finetune6: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned6 --lr 1e-4 --prior-moments 10 --max-minutes 95 --seed 6
-
-# Its seventh stage: the sixth stage's model with a Gaussian fit of its appearance codes over
-# the last 1024 clips held to N(0, I), covariance included (the aggregate-prior term; 88 min).
-finetune7: setup
-	$(PY) -m model.train --init-from $(CHECKPOINT) --out runs/tuned7 --lr 1e-4 --aggregate-prior 10 --max-minutes 88 --seed 7
+ship:
+	cp $(RUN)/model.safetensors checkpoints/sprites-dsvae.safetensors
+	rm -rf models/sprites && cp -r $(RUN)/export models/sprites
+	cp $(RUN)/evaluation/* docs/evaluation/
 
 clean:
 	rm -rf $(VENV) .cache runs
 
-# After `make train`: judge, evaluation, export of the shipped model, parity check.
-CHECKPOINT ?= runs/sprites/model.safetensors
+# The judge, its close-tone check, and the evaluation and export steps of `make train` (by
+# default on the shipped checkpoint, into docs/evaluation and models/sprites).
+CHECKPOINT ?= checkpoints/sprites-dsvae.safetensors
 JUDGE ?= models/judge/sprites-judge.safetensors
+EVAL_OUT ?= docs/evaluation
+MODEL_OUT ?= models/sprites
 judge: setup
 	$(PY) -m model.evaluate train-judge --out $(JUDGE) --epochs 8
 
+check-judge: setup
+	$(PY) -m model.evaluate check-judge --judge $(JUDGE)
+
 evaluate: setup
-	$(PY) -m model.evaluate run --model $(CHECKPOINT) --judge $(JUDGE) --out docs/evaluation
+	$(PY) -m model.evaluate run --model $(CHECKPOINT) --judge $(JUDGE) --out $(EVAL_OUT)
 
 export: setup
-	$(PY) -m export $(CHECKPOINT) models/sprites --metrics docs/evaluation/results.json
-	$(PY) -m export verify models/sprites $(CHECKPOINT) --judge $(JUDGE)
+	$(PY) -m export $(CHECKPOINT) $(MODEL_OUT) --metrics $(EVAL_OUT)/results.json
+	$(PY) -m export verify $(MODEL_OUT) $(CHECKPOINT) --judge $(JUDGE)
 
 worker: setup-serve
 	$(PY) -m service.worker

@@ -64,6 +64,9 @@ class LossConfig:
     prior_moments: float = 0.0  # the batch's f samples: mean 0 and variance 1 per dim
     aggregate_prior: float = 0.0  # Gaussian fit of q(f) over recent clips vs N(0, I) (Jeffreys)
     aggregate_bank: int = 1024  # clips in that fit: this batch and those of the last steps
+    # the palette decoder's colour variance per pixel (vae.Decoder): weight 1 scores each pixel
+    # by its expected error over the entries it mixes, so it paints exact colours, not blends
+    palette_spread: float = 0.0
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
 
 
@@ -88,6 +91,7 @@ class TrainConfig:
     # fine-tuning: start from this model file's weights (and its model config), with a fresh
     # optimiser and schedule and the KL terms at full weight from the first step
     init_from: str = ""
+    recipe: str = ""  # the model/recipes/ file these options came from, if any
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import time
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,9 +28,32 @@ from model.data.registry import load_training_data
 from model.images import save_curves, save_grid, swap_grid
 from model.vae import SequentialVAE, widen_palette
 
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def load_recipe(name: str, parser: argparse.ArgumentParser) -> dict:
+    """A recipe's options: `name` is a file under model/recipes/ (without .toml) or a path.
+
+    Its keys are the parser's options (dashes as underscores); an unknown key is an error, so a
+    misspelt weight cannot be silently ignored.
+    """
+    path = Path(name) if name.endswith(".toml") else RECIPES / f"{name}.toml"
+    if not path.exists():
+        known = sorted(q.stem for q in RECIPES.glob("*.toml"))
+        parser.error(f"no recipe {name!r} (recipes: {', '.join(known)}; or a path to a .toml)")
+    values = tomllib.loads(path.read_text())
+    dests = {a.dest for a in parser._actions} - {"help", "recipe", "resume", "init_from"}
+    unknown = sorted(set(values) - dests)
+    if unknown:
+        parser.error(f"recipe {path}: unknown keys {unknown}")
+    return values
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p = argparse.ArgumentParser(description="Train vdis's sequential VAE.")
+    p.add_argument("--recipe", default="", metavar="NAME",
+                   help="take every option's default from model/recipes/NAME.toml (or a .toml "
+                        "path); flags given here still win. `sprites` is the shipped model")
     p.add_argument("--dataset", default="sprites", help="sprites | mmnist | folder:PATH")
     p.add_argument("--arch", default="dsvae", choices=["dsvae", "unordered"])
     p.add_argument("--posterior", default="factorised", choices=["factorised", "full"])
@@ -50,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--max-minutes", type=float, default=t.max_minutes,
                    help="time budget; the learning-rate schedule ends with it (0: none)")
     for name in ("beta_appearance", "beta_motion", "static_consistency", "dynamic_prediction",
-                 "mutual_information", "swap_cycle", "prior_moments", "aggregate_prior"):
+                 "mutual_information", "swap_cycle", "prior_moments", "aggregate_prior",
+                 "palette_spread"):
         p.add_argument("--" + name.replace("_", "-"), type=float,
                        default=getattr(LossConfig(), name))
     p.add_argument("--aggregate-bank", type=int, default=LossConfig().aggregate_bank,
@@ -67,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-from", default="", metavar="MODEL",
                    help="fine-tune: start from this .safetensors model (its config is used)")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="")
+    recipe = pre.parse_known_args(argv)[0].recipe
+    if recipe:
+        p.set_defaults(**load_recipe(recipe, p))
     a = p.parse_args(argv)
     if a.init_from:  # the graph is the starting model's; its file says how to rebuild it
         model, _ = read_metadata(Path(a.init_from))
@@ -82,13 +112,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         static_consistency=a.static_consistency, dynamic_prediction=a.dynamic_prediction,
         mutual_information=a.mutual_information, swap_cycle=a.swap_cycle,
         prior_moments=a.prior_moments, aggregate_prior=a.aggregate_prior,
-        aggregate_bank=a.aggregate_bank, kl_warmup_steps=a.kl_warmup_steps)
+        aggregate_bank=a.aggregate_bank, palette_spread=a.palette_spread,
+        kl_warmup_steps=a.kl_warmup_steps)
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
         recolour_targets=a.recolour_targets,
         bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out,
-        init_from=a.init_from)
+        init_from=a.init_from, recipe=recipe)
     return cfg, a.resume
 
 
@@ -169,13 +200,19 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         terms["cycle"] = losses.swap_cycle(f_of_swap.float(), f_a, f_a.roll(1, 0),
                                            lc.triplet_margin)
         total = total + lc.swap_cycle * terms["cycle"]
+    if lc.palette_spread > 0:
+        terms["spread"] = out["palette_spread"].float().flatten(1).sum(-1).mean() * (
+            video.shape[1] / len(frames))
+        total = total + lc.palette_spread * terms["spread"]
+    # the prior terms ramp in with the KL terms: at the start the codes are not yet spread
+    # (the KL weighs nothing), and a covariance fit of them would be near singular
     if lc.prior_moments > 0:
         terms["moments"] = losses.prior_moments(out["f"].float())
-        total = total + lc.prior_moments * terms["moments"]
+        total = total + kl_scale * lc.prior_moments * terms["moments"]
     if lc.aggregate_prior > 0:
         bank = bank if bank is not None else losses.AggregateBank(0)
         terms["aggregate"] = bank.divergence(out["f_mean"].float(), out["f_logvar"].float())
-        total = total + lc.aggregate_prior * terms["aggregate"]
+        total = total + kl_scale * lc.aggregate_prior * terms["aggregate"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
         total = total + lc.dynamic_prediction * terms["flow"]
@@ -315,10 +352,10 @@ def main(argv: list[str] | None = None) -> Path:
                     "epoch": epoch + 1, "step": step, "seconds": seconds}, out_dir / "last.pt")
         meta = {"dataset": cfg.dataset, "commit": git_commit(), "epochs": epoch + 1,
                 "steps": step, "minutes": round(seconds / 60, 1), "train_config": asdict(cfg)}
-        if started_from:  # a fine-tune: what the starting model had been through
-            meta["started_from"] = {k: started_from[k] for k in
-                                    ("epochs", "steps", "minutes", "train_config", "started_from")
-                                    if k in started_from}
+        # a fine-tune: what the starting model had been through; from random weights: nothing
+        meta["started_from"] = {k: started_from[k] for k in
+                                ("epochs", "steps", "minutes", "train_config", "started_from")
+                                if k in started_from}
         save_model(model, out_dir / "model.safetensors", meta)
         if cfg.max_minutes and seconds > cfg.max_minutes * 60:
             print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")

@@ -205,7 +205,16 @@ class Decoder(nn.Module):
         else:
             self.out = nn.Sequential(nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Sigmoid())
 
-    def forward(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, z: torch.Tensor,
+                with_spread: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The frames; with `with_spread`, also the palette's colour variance per pixel.
+
+        The spread, (B, T, H, W), is sum_k p_k |c_k - mix|^2: how far the entries a pixel mixes
+        lie from the colour it shows. It is 0 where a pixel picks one entry, and the squared
+        error plus the spread is the expected error of a pixel that picks entry k with
+        probability p_k: holding it down makes the decoder paint exact palette colours
+        instead of blends that land near them (the `palette_spread` loss term).
+        """
         per_frame = torch.ones_like(z[..., :1])  # (B, T, 1): broadcasts f over frames
         f_seq = f.unsqueeze(1) * per_frame  # (B, T, F)
         fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
@@ -228,8 +237,17 @@ class Decoder(nn.Module):
             colours = palette.unflatten(1, (frames.shape[1], -1))  # (B*T, K, 3)
             weights = softmax_over_channels(frames).flatten(2)  # (B*T, K, 64*64)
             mixed = torch.matmul(colours.transpose(1, 2), weights)  # (B*T, 3, 64*64)
+            if with_spread:
+                power = torch.matmul((colours**2).sum(-1, keepdim=True).transpose(1, 2),
+                                     weights)  # (B*T, 1, 64*64): E|c|^2
+                spread = (power - (mixed**2).sum(1, keepdim=True)).clamp_min(0)
+                spread = spread.unflatten(2, frames.shape[2:])[:, 0].unflatten(0, z.shape[:2])
             frames = mixed.unflatten(2, frames.shape[2:])
-        return frames.unflatten(0, z.shape[:2])
+        frames = frames.unflatten(0, z.shape[:2])
+        if with_spread:
+            return frames, (spread if self.palette is not None else frames.new_zeros(
+                frames.shape[:2] + frames.shape[3:]))
+        return frames
 
 
 def widen_palette(model: SequentialVAE, k: int, noise: float = 1e-3, seed: int = 0) -> None:
@@ -404,11 +422,12 @@ class SequentialVAE(nn.Module):
         n = self.cfg.decode_train_frames
         if self.training and 0 < n < video.shape[1]:
             frames = torch.randperm(video.shape[1], device=video.device)[:n].sort().values
+        recon, spread = self.decoder(f, z[:, frames], with_spread=True)
         return {
             "f": f, "f_mean": f_mean, "f_logvar": f_logvar,
             "z": z, "z_mean": z_mean, "z_logvar": z_logvar,
             "prior_mean": prior_mean, "prior_logvar": prior_logvar,
-            "recon": self.decode(f, z[:, frames]), "recon_frames": frames,
+            "recon": recon, "recon_frames": frames, "palette_spread": spread,
             "flow_logits": self.flow_head(z),
         }
 

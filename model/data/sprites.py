@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -100,6 +101,46 @@ def render_clip(character: int, motion: int) -> np.ndarray:
     for path in [*layers, SHEETS / SHOES]:
         rgb = _over(rgb, _cells(_read_sheet(path), cells))
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+LAYER_NAMES = ("skin", "trousers", "top", "hair", "shoes")  # what layer_maps' codes 0..4 are
+
+
+@lru_cache(maxsize=1)
+def _layer_alphas() -> tuple[np.ndarray, np.ndarray]:
+    """Opaque-pixel masks of every sheet on the 72 benchmark cells, motion-major.
+
+    (4 attributes, 6 classes, 72, 64, 64) bool for the four attribute layers, (72, 64, 64) for
+    the shoes, which every character wears.
+    """
+    cells = [c for m in range(len(MOTIONS)) for c in motion_cells(m)]
+    layers = np.stack([
+        np.stack([_cells(_read_sheet(SHEETS / d / f"{i}.png"), cells)[..., 3] > 0
+                  for i in range(N_CLASSES)]) for d in LAYER_DIRS])
+    return layers, _cells(_read_sheet(SHEETS / SHOES), cells)[..., 3] > 0
+
+
+def sheet_mean_colour(attribute: int, cls: int) -> np.ndarray:
+    """The mean RGB (3,) of the opaque pixels of one attribute class's sheet."""
+    sheet = _read_sheet(SHEETS / LAYER_DIRS[attribute] / f"{cls}.png")
+    return sheet[..., :3][sheet[..., 3] > 0].mean(0)
+
+
+def layer_maps(character: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """Which layer painted each pixel of these clips: (N, 8, 64, 64) int8.
+
+    -1 is the black background, 0..4 the layers of LAYER_NAMES (skin is the body sheet,
+    trousers the bottomwear): the topmost layer with any opacity at that pixel, as composited.
+    """
+    layers, shoes = _layer_alphas()
+    character, motion = np.asarray(character), np.asarray(motion)
+    out = np.full((len(character), N_FRAMES, CELL, CELL), -1, np.int8)
+    for n, (cid, m) in enumerate(zip(character, motion, strict=True)):
+        frames = slice(int(m) * N_FRAMES, (int(m) + 1) * N_FRAMES)
+        for k, cls in enumerate(character_attributes(int(cid))):
+            out[n][layers[k, cls, frames]] = k
+        out[n][shoes[frames]] = 4
+    return out
 
 
 def render_all(progress: bool = True) -> np.ndarray:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from model import evaluate
+from model.data import sprites
+from model.train import to_tensor
 from tests.conftest import tiny_model
 
 
@@ -41,3 +43,45 @@ def test_judge_and_protocols_run_end_to_end_on_a_tiny_subset(tmp_path):
     table = evaluate.markdown_table(results)
     assert "| S3VAE | 99.49% | 8.637 |" in table and "vdis (ours)" in table
     assert f"*{results['real']['is']:.3f}*" in table  # the judge on the real clips
+
+
+def test_layer_maps_mark_exactly_the_painted_pixels():
+    test = sprites.load("test", progress=False)
+    layers = sprites.layer_maps(test.character[:18], test.motion[:18])
+    videos = np.asarray(test.videos[:18])
+    assert layers.shape == videos.shape[:-1]
+    assert np.array_equal(layers >= 0, videos.max(-1) > 0)  # the background is pure black
+    assert set(np.unique(layers)) == {-1, 0, 1, 2, 3, 4}
+
+
+def test_colour_fidelity_counts_pixels_within_the_tolerance_on_the_character_only():
+    test = sprites.load("test", progress=False)
+    videos = np.asarray(test.videos[:9])
+    exact = to_tensor(videos)
+    result = evaluate.colour_fidelity(exact, videos, test.character[:9], test.motion[:9])
+    assert result["within_8"] == 1.0 and result["mean_abs_error"] == 0.0
+    assert set(result["per_layer_within_8"]) == set(sprites.LAYER_NAMES)
+    # every channel 9 levels off on the character: none within 8, all within 16; the
+    # background is not counted, so making it white changes nothing
+    layers = sprites.layer_maps(test.character[:9], test.motion[:9])
+    off = videos.astype(np.int16) + 9 * (videos < 128) - 9 * (videos >= 128)
+    off[layers < 0] = 255
+    result = evaluate.colour_fidelity(to_tensor(off.astype(np.uint8)), videos,
+                                      test.character[:9], test.motion[:9])
+    assert result["within_8"] == 0.0 and result["within_16"] == 1.0
+    assert abs(result["mean_abs_error"] - 9.0) < 1e-6
+    # only the skin wrong: the other layers stay exact
+    skin_off = videos.copy()
+    skin_off[layers == 0] = 0
+    result = evaluate.colour_fidelity(to_tensor(skin_off), videos, test.character[:9],
+                                      test.motion[:9])
+    assert result["per_layer_within_8"]["skin"] == 0.0
+    assert result["per_layer_within_8"]["hair"] == 1.0
+
+
+def test_the_shipped_judge_calls_close_tones_by_their_neighbour_class():
+    judge = evaluate.load_judge("models/judge/sprites-judge.safetensors")
+    assert evaluate.neighbour_classes(0) == [1, 0, 3, 2, 5, 4]  # skin: nearest mean colours
+    for attribute in (0, 1):  # skin and trousers, whose classes have close tones
+        called = evaluate.tone_check(judge, attribute, clips=40)["called_as_expected"]
+        assert called["1.0"] == 1.0 and called["0.75"] >= 0.95 and called["0.25"] >= 0.95

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from model import losses, train
@@ -21,8 +22,9 @@ def test_a_few_steps_lower_the_loss_with_every_term_on():
     video = train.to_tensor(clips)
     flow = torch.from_numpy(flow_labels_for(clips, progress=False))
     cfg = TrainConfig(model=ModelConfig(width=8, hidden=32, appearance_width=16),
-                      loss=LossConfig(kl_warmup_steps=0, swap_cycle=30.0,  # these three are
-                                      prior_moments=1.0, aggregate_prior=1.0))  # off by default
+                      loss=LossConfig(kl_warmup_steps=0, swap_cycle=30.0,  # these four are
+                                      prior_moments=1.0, aggregate_prior=1.0,  # off by default
+                                      palette_spread=1.0))
     model = SequentialVAE(cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
@@ -32,7 +34,7 @@ def test_a_few_steps_lower_the_loss_with_every_term_on():
         terms = train.compute_losses(model, video, train.colour_augment(video, gen), flow, cfg, 1.0,
                                      bank)
         assert set(terms) >= {"recon", "kl_f", "kl_z", "triplet", "cycle", "moments", "aggregate",
-                              "flow", "mi", "loss"}
+                              "spread", "flow", "mi", "loss"}
         assert all(torch.isfinite(v) for v in terms.values())
         opt.zero_grad()
         terms["loss"].backward()
@@ -109,3 +111,56 @@ def test_init_from_with_a_larger_palette_widens_the_starting_model(tmp_path):
     train.main(["--subset", "32", "--epochs", "2", "--batch-size", "16", "--palette", "24",
                 "--out", str(tmp_path / "b"), "--no-bf16", "--init-from", str(first), "--resume"])
     assert load_model(tuned)[1]["epochs"] == 2
+
+
+def test_the_sprites_recipe_sets_every_option_and_flags_still_win(tmp_path):
+    cfg, _ = train.parse_args(["--recipe", "sprites"])
+    assert cfg.recipe == "sprites" and cfg.init_from == ""
+    assert cfg.model.decoder_palette == 48 and cfg.loss.aggregate_prior == 10.0
+    assert cfg.loss.palette_spread == 1.0 and cfg.max_minutes == 130
+    cfg, _ = train.parse_args(["--recipe", "sprites", "--max-minutes", "5", "--palette", "16"])
+    assert cfg.max_minutes == 5 and cfg.model.decoder_palette == 16
+    bad = tmp_path / "bad.toml"
+    bad.write_text("palette = 48\naggregate_prior_weight = 3\n")  # a misspelt weight
+    with pytest.raises(SystemExit):
+        train.parse_args(["--recipe", str(bad)])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--recipe", "no-such-recipe"])
+
+
+def test_a_recipe_run_records_its_recipe_and_no_lineage(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("subset = 32\nepochs = 1\nbatch_size = 16\nwidth = 8\nhidden = 32\n"
+                      "palette = 8\npalette_spread = 1.0\naggregate_prior = 1.0\n")
+    path = train.main(["--recipe", str(recipe), "--out", str(tmp_path / "run"), "--no-bf16"])
+    model, meta = load_model(path)
+    assert model.cfg.decoder_palette == 8 and meta["started_from"] == {}
+    assert meta["train_config"]["recipe"] == str(recipe)
+    assert meta["train_config"]["loss"]["palette_spread"] == 1.0
+
+
+def test_palette_spread_is_the_gap_between_expected_and_mixed_error():
+    torch.manual_seed(0)
+    model = SequentialVAE(ModelConfig(width=8, hidden=32, appearance_width=16, decoder_palette=6))
+    model.eval()
+    f, z = torch.randn(2, 32), torch.randn(2, 3, 8)
+    frames, spread = model.decoder(f, z, with_spread=True)
+    assert spread.shape == (2, 3, 64, 64) and float(spread.min()) >= 0
+    assert torch.allclose(frames, model.decode(f, z))
+    # recompute by hand at one pixel: sum_k p_k |c_k - mix|^2
+    dec = model.decoder
+    colours = dec.palette(f).unflatten(1, (6, 3))  # (B, K, 3)
+    h = dec.fc(torch.cat([f[:, None].expand(-1, 3, -1), z], -1).flatten(0, 1))
+    h = h.unflatten(1, (8 * dec.w, 4, 4))
+    start = 0
+    film = dec.film(f).repeat_interleave(3, 0)
+    for up in dec.ups:
+        h = up(h)
+        c = h.shape[1]
+        h = dec.act(h * (1 + film[:, start:start + c, None, None])
+                    + film[:, start + c:start + 2 * c, None, None])
+        start += 2 * c
+    p = dec.out(h).softmax(1)[:, :, 10, 20].unflatten(0, (2, 3))  # (B, T, K)
+    mix = frames[:, :, :, 10, 20]
+    by_hand = (p[..., None] * (colours[:, None] - mix[..., None, :]) ** 2).sum((-1, -2))
+    assert torch.allclose(spread[:, :, 10, 20], by_hand, atol=1e-5)
