@@ -3,6 +3,7 @@
     vdis serve [--host H] [--port P] [--model-dir DIR]
     vdis worker --redis-url redis://...
     vdis encode FILE [-o codes.json|codes.npz]
+    vdis decode codes.json -o OUT.mp4
     vdis swap A B -o OUT.mp4 [--both]
     vdis generate FILE -n 4 -o OUT.mp4 [--seed S]
     vdis train|evaluate|export ...      (need the training extras: pip install 'vdis[train]')
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from vdis.client import DEFAULT_URL, Client, ClipOptions, VdisError
+from vdis.client import DEFAULT_URL, Client, ClipOptions, Codes, VdisError
 
 # Subcommands handed whole to another module's own command line (its --help included).
 DELEGATED = {
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--out", type=Path,
                         help="write JSON (.json, the form /decode takes) or arrays (.npz); "
                              "default: JSON on stdout")
+
+    decode = sub.add_parser("decode", parents=[client, video_out], help="codes back to a video",
+                            description="A video from codes, as `vdis encode` writes them "
+                                        "(.json or .npz) or /encode answers (JSON).")
+    decode.add_argument("codes", type=Path, metavar="CODES",
+                        help="codes.json or codes.npz from `vdis encode`")
 
     swap = sub.add_parser("swap", parents=[client, clip, video_out],
                           help="the appearance of A with the motion of B",
@@ -203,12 +210,21 @@ def encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def decode(args: argparse.Namespace) -> int:
+    codes = _read_codes(args.codes)
+    with _client(args) as vdis:
+        videos = _waiting(f"decoding {args.codes}",
+                          lambda: vdis.decode(codes, format=_format(args.out),
+                                              out_fps=args.out_fps, scale=args.scale))
+    return _wrote(args.out, videos)
+
+
 def swap(args: argparse.Namespace) -> int:
     with _client(args) as vdis:
         videos = _waiting(
             f"swapping {args.appearance} x {args.motion}",
             lambda: vdis.swap(args.appearance, args.motion, both=args.both, clip=_clip(args),
-                              format=_format(args.out), fps=args.out_fps, scale=args.scale))
+                              format=_format(args.out), out_fps=args.out_fps, scale=args.scale))
     return _wrote(args.out, videos)
 
 
@@ -217,13 +233,14 @@ def generate(args: argparse.Namespace) -> int:
         videos = _waiting(
             f"generating {args.n} {args.sample}s for {args.file}",
             lambda: vdis.generate(args.file, n=args.n, sample=args.sample, seed=args.seed,
-                                  clip=_clip(args), format=_format(args.out), fps=args.out_fps,
+                                  clip=_clip(args), format=_format(args.out), out_fps=args.out_fps,
                                   scale=args.scale))
     return _wrote(args.out, videos, f", seed {videos.seed}")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": serve, "worker": worker, "encode": encode, "swap": swap, "generate": generate,
+    "serve": serve, "worker": worker, "encode": encode, "decode": decode, "swap": swap,
+    "generate": generate,
 }
 
 
@@ -237,6 +254,17 @@ def _client(args: argparse.Namespace) -> Client:
 
 def _clip(args: argparse.Namespace) -> ClipOptions:
     return ClipOptions(args.frames, args.start, args.fps, args.fit)
+
+
+def _read_codes(path: Path) -> Codes:
+    """Codes from the .json or .npz that `vdis encode -o` writes."""
+    try:
+        if path.suffix.lower() == ".npz":
+            return Codes.from_npz(path)
+        return Codes.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError) as error:
+        raise SystemExit(f"vdis decode: {path} is not codes from `vdis encode` ({error})"
+                         ) from error
 
 
 def _format(path: Path) -> str:

@@ -4,6 +4,13 @@ Both clients build requests and read answers with the same functions below; they
 how they send. Codes come back as numpy arrays, videos as bytes in the format asked for (or as a
 (N, T, H, W, 3) uint8 array with format="npz"). Every error answer raises `VdisError`, carrying
 the problem+json fields (`type`, `title`, `status`, `detail`, `instance`, extras).
+
+Keyword arguments shared by the methods, named as the HTTP API's query parameters:
+- how an uploaded video becomes the model's input (encode, swap, generate): `frames` (T; default
+  the model's training length), `start` (seconds), `fps` (with `start`: one frame every 1/fps s),
+  `fit` ("crop" or "pad"); or all four at once as `clip=ClipOptions(...)`;
+- the output (decode, swap, generate): `format` ("mp4", "gif", "png", "npz", "json"), `out_fps`
+  (the frame rate of MP4/GIF) and `scale` (upscaling, 1..8).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -65,6 +72,10 @@ class ClipOptions:
         return _drop_none({"frames": self.frames, "start": self.start, "fps": self.fps,
                            "fit": self.fit})
 
+    def updated(self, **options: Any) -> ClipOptions:
+        """A copy with the options that are not None replaced."""
+        return replace(self, **_drop_none(options))
+
 
 @dataclass
 class Codes:
@@ -91,6 +102,34 @@ class Codes:
             "motion": {"mean": self.motion.tolist(), "logvar": self.motion_logvar.tolist()},
             "frame_indices": self.frame_indices.tolist(),
         }
+
+    @classmethod
+    def from_npz(cls, source: bytes | str | os.PathLike) -> Codes:
+        """Codes from the npz of /encode?format=npz (bytes) or `vdis encode -o codes.npz`."""
+        with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as arrays:
+            return cls(model=str(arrays["model"]), appearance=arrays["appearance_mean"],
+                       appearance_logvar=arrays["appearance_logvar"],
+                       motion=arrays["motion_mean"], motion_logvar=arrays["motion_logvar"],
+                       frame_indices=arrays["frame_indices"])
+
+    @classmethod
+    def from_json(cls, body: dict) -> Codes:
+        """Codes from the JSON of /encode (or of `to_json`, or `vdis encode -o codes.json`)."""
+        try:
+            appearance, motion = body["appearance"], body["motion"]
+            motion_mean = np.asarray(motion["mean"], np.float32)  # (T, Z)
+            return cls(
+                model=str(body.get("model", "")),
+                appearance=np.asarray(appearance["mean"], np.float32),
+                appearance_logvar=np.asarray(appearance.get("logvar", []), np.float32),
+                motion=motion_mean,
+                motion_logvar=np.asarray(motion.get("logvar", []), np.float32),
+                frame_indices=np.asarray(body.get("frame_indices",
+                                                  body.get("frames", {}).get("indices", []))),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError("not the codes /encode returns: want {'appearance': {'mean': "
+                             "[F numbers]}, 'motion': {'mean': [T lists of Z]}}") from error
 
 
 @dataclass
@@ -160,30 +199,54 @@ def _upload(video: VideoInput, default_name: str) -> tuple[str, bytes, str]:
     return name, video.read(), "application/octet-stream"
 
 
-def _output_params(format: Format, fps: float, scale: int) -> dict[str, Any]:
-    return {"format": format, "out_fps": fps, "scale": scale}
+@dataclass
+class _Options:
+    """The keyword arguments of a call: clip options (see ClipOptions) and output options."""
+
+    clip: ClipOptions | None = None
+    frames: int | None = None
+    start: float | None = None
+    fps: float | None = None
+    fit: Fit | None = None
+    format: Format = "mp4"
+    out_fps: float = 8.0
+    scale: int = 1
+
+    def clip_params(self) -> dict[str, Any]:
+        clip = (self.clip or ClipOptions()).updated(frames=self.frames, start=self.start,
+                                                    fps=self.fps, fit=self.fit)
+        return clip.params()
+
+    def output_params(self) -> dict[str, Any]:
+        return {"format": self.format, "out_fps": self.out_fps, "scale": self.scale}
 
 
-def _encode_request(video: VideoInput, clip: ClipOptions | None) -> _Request:
-    params = {**(clip or ClipOptions()).params(), "format": "npz"}
+def _encode_request(video: VideoInput, options: _Options) -> _Request:
+    params = {**options.clip_params(), "format": "npz"}
     return _Request("POST", "/encode", params, files={"video": _upload(video, "video")})
 
 
-def _decode_request(appearance: np.ndarray, motion: np.ndarray, model: str | None,
-                    format: Format, fps: float, scale: int) -> _Request:
+def _decode_request(appearance: np.ndarray | Codes, motion: np.ndarray | None,
+                    model: str | None, options: _Options) -> _Request:
+    if isinstance(appearance, Codes):
+        if motion is not None:
+            raise ValueError("give Codes alone, or the arrays appearance (F,) and motion (T, Z)")
+        codes = appearance
+        appearance, motion, model = codes.appearance, codes.motion, model or codes.model or None
+    if motion is None:
+        raise ValueError("decode needs the Codes of encode, or appearance (F,) and motion (T, Z)")
     appearance, motion = np.asarray(appearance, np.float32), np.asarray(motion, np.float32)
     if appearance.ndim != 1 or motion.ndim != 2:
         raise ValueError(f"appearance must be (F,) and motion (T, Z); got shapes "
                          f"{appearance.shape} and {motion.shape}")
     body = _drop_none({"model": model, "appearance": appearance.tolist(),
                        "motion": motion.tolist()})
-    return _Request("POST", "/decode", _output_params(format, fps, scale), json=body)
+    return _Request("POST", "/decode", options.output_params(), json=body)
 
 
 def _swap_request(appearance: VideoInput, motion: VideoInput, both: bool,
-                  clip: ClipOptions | None, format: Format, fps: float, scale: int) -> _Request:
-    params = {**(clip or ClipOptions()).params(), **_output_params(format, fps, scale),
-              "both": str(both).lower()}
+                  options: _Options) -> _Request:
+    params = {**options.clip_params(), **options.output_params(), "both": str(both).lower()}
     files = {"appearance": _upload(appearance, "appearance"),
              "motion": _upload(motion, "motion")}
     return _Request("POST", "/swap", params, files=files)
@@ -191,11 +254,10 @@ def _swap_request(appearance: VideoInput, motion: VideoInput, both: bool,
 
 def _generate_request(video: VideoInput | None, appearance: np.ndarray | None, n: int,
                       sample: Literal["motion", "appearance"], seed: int | None,
-                      clip: ClipOptions | None, format: Format, fps: float,
-                      scale: int) -> _Request:
+                      options: _Options) -> _Request:
     if (video is None) == (appearance is None):
         raise ValueError("give exactly one of `video` or `appearance`")
-    params = _drop_none({**(clip or ClipOptions()).params(), **_output_params(format, fps, scale),
+    params = _drop_none({**options.clip_params(), **options.output_params(),
                          "n": n, "sample": sample, "seed": seed})
     if video is not None:
         return _Request("POST", "/generate", params, files={"video": _upload(video, "video")})
@@ -224,10 +286,7 @@ def _check(response: httpx.Response) -> httpx.Response:
 
 
 def _codes(response: httpx.Response) -> Codes:
-    arrays = np.load(io.BytesIO(_check(response).content))
-    return Codes(model=str(arrays["model"]), appearance=arrays["appearance_mean"],
-                 appearance_logvar=arrays["appearance_logvar"], motion=arrays["motion_mean"],
-                 motion_logvar=arrays["motion_logvar"], frame_indices=arrays["frame_indices"])
+    return Codes.from_npz(_check(response).content)
 
 
 def _videos(response: httpx.Response, format: Format) -> Videos:
@@ -272,8 +331,9 @@ class Client:
     (for a service with VDIS_API_KEYS) to $VDIS_API_KEY.
 
         with Client() as vdis:
-            codes = vdis.encode("walk.mp4")            # codes.motion: (T, Z)
-            vdis.swap("a.mp4", "b.mp4").save("ab.mp4")
+            codes = vdis.encode("walk.mp4", frames=4)  # codes.motion: (T, Z), T = 4
+            vdis.decode(codes).save("recon.mp4")
+            vdis.swap("a.mp4", "b.mp4", fit="pad", scale=4).save("ab.mp4")
     """
 
     def __init__(self, url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -308,29 +368,38 @@ class Client:
         """The loaded model's manifest: name, frame_size, seq_len, appearance_dim, ..."""
         return _json(self._send(_Request("GET", "/model")))
 
-    def encode(self, video: VideoInput, clip: ClipOptions | None = None) -> Codes:
-        return _codes(self._send(_encode_request(video, clip)))
+    def encode(self, video: VideoInput, clip: ClipOptions | None = None, *,
+               frames: int | None = None, start: float | None = None, fps: float | None = None,
+               fit: Fit | None = None) -> Codes:
+        """A video's codes: appearance (F,) and motion (T, Z). Clip options: module docstring."""
+        options = _Options(clip, frames, start, fps, fit)
+        return _codes(self._send(_encode_request(video, options)))
 
-    def decode(self, appearance: np.ndarray, motion: np.ndarray, *, model: str | None = None,
-               format: Format = "mp4", fps: float = 8.0, scale: int = 1) -> Videos:
-        """appearance (F,) and motion (T, Z) -> one video."""
-        return _videos(self._send(_decode_request(appearance, motion, model, format, fps,
-                                                  scale)), format)
+    def decode(self, appearance: np.ndarray | Codes, motion: np.ndarray | None = None, *,
+               model: str | None = None, format: Format = "mp4", out_fps: float = 8.0,
+               scale: int = 1) -> Videos:
+        """One video from the Codes that encode returns, or from appearance (F,), motion (T, Z)."""
+        options = _Options(format=format, out_fps=out_fps, scale=scale)
+        return _videos(self._send(_decode_request(appearance, motion, model, options)), format)
 
     def swap(self, appearance: VideoInput, motion: VideoInput, *, both: bool = False,
-             clip: ClipOptions | None = None, format: Format = "mp4", fps: float = 8.0,
-             scale: int = 1) -> Videos:
+             clip: ClipOptions | None = None, frames: int | None = None,
+             start: float | None = None, fps: float | None = None, fit: Fit | None = None,
+             format: Format = "mp4", out_fps: float = 8.0, scale: int = 1) -> Videos:
         """The appearance of one video with the motion of the other (both: also the converse)."""
-        return _videos(self._send(_swap_request(appearance, motion, both, clip, format, fps,
-                                                scale)), format)
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+        return _videos(self._send(_swap_request(appearance, motion, both, options)), format)
 
     def generate(self, video: VideoInput | None = None, *, appearance: np.ndarray | None = None,
                  n: int = 4, sample: Literal["motion", "appearance"] = "motion",
                  seed: int | None = None, clip: ClipOptions | None = None,
-                 format: Format = "mp4", fps: float = 8.0, scale: int = 1) -> Videos:
+                 frames: int | None = None, start: float | None = None,
+                 fps: float | None = None, fit: Fit | None = None, format: Format = "mp4",
+                 out_fps: float = 8.0, scale: int = 1) -> Videos:
         """n results keeping one factor of `video` (or of the code `appearance`)."""
-        return _videos(self._send(_generate_request(video, appearance, n, sample, seed, clip,
-                                                    format, fps, scale)), format)
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+        return _videos(self._send(_generate_request(video, appearance, n, sample, seed,
+                                                    options)), format)
 
 
 class AsyncClient:
@@ -370,25 +439,35 @@ class AsyncClient:
     async def model(self) -> dict:
         return _json(await self._send(_Request("GET", "/model")))
 
-    async def encode(self, video: VideoInput, clip: ClipOptions | None = None) -> Codes:
-        return _codes(await self._send(_encode_request(video, clip)))
+    async def encode(self, video: VideoInput, clip: ClipOptions | None = None, *,
+                     frames: int | None = None, start: float | None = None,
+                     fps: float | None = None, fit: Fit | None = None) -> Codes:
+        options = _Options(clip, frames, start, fps, fit)
+        return _codes(await self._send(_encode_request(video, options)))
 
-    async def decode(self, appearance: np.ndarray, motion: np.ndarray, *,
-                     model: str | None = None, format: Format = "mp4", fps: float = 8.0,
+    async def decode(self, appearance: np.ndarray | Codes, motion: np.ndarray | None = None, *,
+                     model: str | None = None, format: Format = "mp4", out_fps: float = 8.0,
                      scale: int = 1) -> Videos:
-        return _videos(await self._send(_decode_request(appearance, motion, model, format, fps,
-                                                        scale)), format)
+        options = _Options(format=format, out_fps=out_fps, scale=scale)
+        return _videos(await self._send(_decode_request(appearance, motion, model, options)),
+                       format)
 
     async def swap(self, appearance: VideoInput, motion: VideoInput, *, both: bool = False,
-                   clip: ClipOptions | None = None, format: Format = "mp4", fps: float = 8.0,
+                   clip: ClipOptions | None = None, frames: int | None = None,
+                   start: float | None = None, fps: float | None = None,
+                   fit: Fit | None = None, format: Format = "mp4", out_fps: float = 8.0,
                    scale: int = 1) -> Videos:
-        return _videos(await self._send(_swap_request(appearance, motion, both, clip, format,
-                                                      fps, scale)), format)
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+        return _videos(await self._send(_swap_request(appearance, motion, both, options)),
+                       format)
 
     async def generate(self, video: VideoInput | None = None, *,
                        appearance: np.ndarray | None = None, n: int = 4,
                        sample: Literal["motion", "appearance"] = "motion",
                        seed: int | None = None, clip: ClipOptions | None = None,
-                       format: Format = "mp4", fps: float = 8.0, scale: int = 1) -> Videos:
+                       frames: int | None = None, start: float | None = None,
+                       fps: float | None = None, fit: Fit | None = None,
+                       format: Format = "mp4", out_fps: float = 8.0, scale: int = 1) -> Videos:
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
         return _videos(await self._send(_generate_request(video, appearance, n, sample, seed,
-                                                          clip, format, fps, scale)), format)
+                                                          options)), format)

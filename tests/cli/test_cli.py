@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 
@@ -46,8 +47,8 @@ def mp4_frames(path: Path) -> np.ndarray:
 
 def test_help_lists_every_command():
     out = ok(vdis("--help")).stdout
-    for command in ("serve", "worker", "encode", "swap", "generate", "train", "evaluate",
-                    "export"):
+    for command in ("serve", "worker", "encode", "decode", "swap", "generate", "train",
+                    "evaluate", "export"):
         assert f"    {command} " in out
     assert "VDIS_URL" in out
     swap_help = ok(vdis("swap", "--help")).stdout
@@ -71,6 +72,30 @@ def test_encode_prints_json_and_writes_npz(service_url, tmp_path):
     written = json.loads(as_json.read_text())
     assert written["appearance"]["mean"] == codes["appearance"]["mean"]
     assert written["motion"]["logvar"] == codes["motion"]["logvar"]
+
+
+def test_decode_turns_codes_back_into_a_video(service_url, tmp_path):
+    for name in ("codes.json", "codes.npz"):
+        codes = tmp_path / name
+        ok(vdis("encode", SAMPLES[2], "--frames", "5", "-o", codes, url=service_url))
+        out = tmp_path / f"recon-{codes.suffix[1:]}.mp4"
+        result = ok(vdis("decode", codes, "-o", out, "--scale", "2", url=service_url))
+        assert mp4_frames(out).shape == (5, 128, 128, 3)
+        assert f"{out}: " in result.stderr and "results 1x5x64x64x3" in result.stderr
+    # the JSON /encode answers (not only what vdis encode writes) decodes too
+    answer = tmp_path / "answer.json"
+    with SAMPLES[0].open("rb") as f:
+        answer.write_bytes(httpx.post(service_url + "/encode", files={"video": f}).content)
+    strip = tmp_path / "recon.png"
+    ok(vdis("decode", answer, "-o", strip, url=service_url))
+    assert strip.read_bytes().startswith(b"\x89PNG")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"appearance": 1}')
+    result = vdis("decode", notes, "-o", tmp_path / "x.mp4", url=service_url)
+    assert result.returncode != 0 and "is not codes from `vdis encode`" in result.stderr
+    result = vdis("decode", tmp_path / "missing.json", "-o", tmp_path / "x.mp4",
+                  url=service_url)
+    assert result.returncode == 2 and "no such file" in result.stderr
 
 
 def test_swap_writes_a_video(service_url, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from service.settings import REPO
 from tests.liveservice import free_port
-from vdis import AsyncClient, Client, ClipOptions, ServiceUnreachable, VdisError
+from vdis import AsyncClient, Client, ClipOptions, Codes, ServiceUnreachable, VdisError
 
 SAMPLES = sorted((REPO / "service" / "static" / "samples").glob("*.mp4"))
 
@@ -62,6 +62,39 @@ def test_decode_of_encode_as_mp4_and_npz(vdis):
         video.array  # noqa: B018
     with pytest.raises(ValueError, match=r"\(F,\)"):
         vdis.decode(codes.motion, codes.motion)
+
+
+def test_decode_takes_the_codes_encode_returns(vdis):
+    codes = vdis.encode(SAMPLES[1], frames=4)  # clip options as keywords
+    assert codes.motion.shape == (4, 16)
+    arrays = vdis.decode(codes, format="npz").array
+    assert arrays.shape == (1, 4, 64, 64, 3)
+    same = vdis.decode(codes.appearance, codes.motion, format="npz").array
+    np.testing.assert_array_equal(arrays, same)
+    # the JSON of /encode (or vdis encode -o codes.json) gives the same Codes back
+    again = Codes.from_json(codes.to_json())
+    np.testing.assert_array_equal(again.motion, codes.motion)
+    assert again.model == codes.model
+    with pytest.raises(ValueError, match="Codes alone"):
+        vdis.decode(codes, codes.motion)
+    with pytest.raises(ValueError, match="not the codes /encode returns"):
+        Codes.from_json({"appearance": [1, 2]})
+
+
+def test_clip_options_as_keywords_on_every_method(vdis):
+    model = vdis.model()
+    assert vdis.encode(SAMPLES[0], start=0, fps=4, frames=3).motion.shape == (3, 16)
+    # keywords override a ClipOptions given as well
+    short = vdis.encode(SAMPLES[0], ClipOptions(frames=6, fit="pad"), frames=5)
+    assert short.motion.shape == (5, model["motion_dim"])
+    swapped = vdis.swap(SAMPLES[0], SAMPLES[1], frames=4, fit="pad", format="npz")
+    assert swapped.array.shape == (1, 4, 64, 64, 3)
+    generated = vdis.generate(SAMPLES[2], n=2, seed=0, frames=6, start=0.0, format="npz",
+                              out_fps=4)
+    assert generated.array.shape == (2, 6, 64, 64, 3)
+    video = vdis.generate(SAMPLES[2], n=1, seed=0, frames=2, out_fps=2)
+    with av.open(io.BytesIO(video.content)) as container:
+        assert float(container.streams.video[0].average_rate) == 2
 
 
 def test_swap_both_is_tiled_and_npz_matches(vdis):
