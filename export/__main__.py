@@ -87,7 +87,7 @@ def verify_main(argv: list[str]) -> int:
     except RuntimeError as error:
         print(f"hashes: FAIL: {error}")
         return 1
-    print(f"hashes: ok ({manifest.name}, format_version {manifest.raw['format_version']})")
+    print(f"hashes: ok ({manifest.name}, format_version {manifest.doc.format_version})")
     model, _ = load_model(args.checkpoint)
     print("parity, ONNX Runtime (CPU) vs PyTorch float32, max |diff| over all outputs, "
           "B in {1,3,16} x T in {1,8,20,64}:", flush=True)

@@ -8,8 +8,6 @@ A scripted loop becomes an ONNX Loop whose trip count is the noise's T, so any l
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -19,10 +17,9 @@ import torch
 from torch import nn
 
 from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE, lstm_rollout
+from service.engine.manifest import FORMAT_VERSION, MAX_FRAMES, ManifestDoc, sha256
 
-FORMAT_VERSION = 1
 OPSET = 18
-MAX_FRAMES = 64
 FP16_TOLERANCE = 0.02  # max abs difference of float16 graphs vs float32, pixels in [0, 1]
 
 
@@ -82,14 +79,6 @@ class Float16Graph(nn.Module):
         if isinstance(outputs, torch.Tensor):
             return outputs.float()
         return tuple(o.float() for o in outputs)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def graph_specs(model: SequentialVAE) -> dict[str, dict]:
@@ -203,25 +192,12 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
             if progress:
                 progress(path, time.perf_counter() - start)
     meta = meta or {}
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "architecture": c.arch,
-        "config": c.to_dict(),
-        "appearance_dim": c.appearance_dim,
-        "motion_dim": c.motion_dim,
-        "frame_size": c.frame_size,
-        "channels": c.channels,
-        "seq_len": c.seq_len,
-        "max_frames": MAX_FRAMES,
-        "opset": OPSET,
-        "pixel_scale": "input and output pixels are float32 in [0, 1] (uint8 / 255)",
-        "graphs": graphs,
-        "variants": {"float16": variants} if variants else {},
-        "training": {k: meta[k] for k in ("dataset", "commit", "epochs", "steps") if k in meta},
-        "metrics": metrics or meta.get("metrics", {}),
-        "licence": meta.get("licence", ""),
-    }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out_dir / "manifest.json"
+    manifest = ManifestDoc(
+        format_version=FORMAT_VERSION, name=name, architecture=c.arch, config=c.to_dict(),
+        appearance_dim=c.appearance_dim, motion_dim=c.motion_dim, frame_size=c.frame_size,
+        channels=c.channels, seq_len=c.seq_len, max_frames=MAX_FRAMES, opset=OPSET,
+        graphs=graphs, variants={"float16": variants} if variants else {},
+        training={k: meta[k] for k in ("dataset", "commit", "epochs", "steps") if k in meta},
+        metrics=metrics or meta.get("metrics", {}), licence=meta.get("licence", ""))
+    return manifest.write(out_dir)
 

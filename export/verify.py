@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.vae import SequentialVAE
-from service.engine.manifest import GRAPHS, Manifest, load_manifest
+from service.engine.manifest import GRAPHS, Manifest, load_manifest, read_manifest
 
 BATCHES = (1, 3, 16)
 LENGTHS = (1, 8, 20, 64)
@@ -81,19 +81,17 @@ def parity(model: SequentialVAE, model_dir: Path, batches=BATCHES, lengths=LENGT
     PyTorch runs on `threads` threads too: on a busy machine its default thread pool is several
     times slower than one thread.
     """
-    import json
-
     model = model.cpu().eval()
     model_dir = Path(model_dir)
-    raw = json.loads((model_dir / "manifest.json").read_text())
+    doc = read_manifest(model_dir)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     rows = []
     try:
         for graph in GRAPHS:
-            entries = [("float32", raw["graphs"][graph]["file"], FP32_TOLERANCE)]
-            entries += [(variant, graphs[graph]["file"], float(graphs[graph]["tolerance"]))
-                        for variant, graphs in raw.get("variants", {}).items() if graph in graphs]
+            entries = [("float32", doc.graphs[graph].file, FP32_TOLERANCE)]
+            entries += [(variant, graphs[graph].file, graphs[graph].tolerance)
+                        for variant, graphs in doc.variants.items() if graph in graphs]
             rng = np.random.default_rng(seed)
             cases = []
             for b in batches:

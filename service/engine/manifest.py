@@ -1,4 +1,10 @@
-"""Reading and checking an exported model's `manifest.json` (the contract in docs/manifest.md)."""
+"""The model manifest: one typed schema that `export/` writes and the service validates on load.
+
+docs/manifest.md describes the format. `ManifestDoc` is the file itself (pydantic, so a missing
+or mistyped field is refused with its path); `load_manifest` also checks every file's SHA-256
+and picks the graphs of the requested precision. `export` builds a `ManifestDoc` and writes it
+with `ManifestDoc.write`, so the two sides cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,83 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-FORMAT_VERSIONS = (1,)
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+FORMAT_VERSION = 1  # the version export writes and the only one this service reads
+MAX_FRAMES = 64  # the longest T the exported graphs are checked at
 GRAPHS = ("encoder", "decoder", "prior")
+PIXEL_SCALE = "input and output pixels are float32 in [0, 1] (uint8 / 255)"
 # What /model shows: everything but the local file layout.
 PUBLIC_KEYS = ("format_version", "name", "architecture", "config", "appearance_dim",
                "motion_dim", "frame_size", "channels", "seq_len", "max_frames", "opset",
                "training", "metrics", "licence")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: Literal["float32"]
+    shape: list[int | str]  # ints are fixed axes, strings ("B", "T") dynamic ones
+
+
+class GraphSpec(_Strict):
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class VariantSpec(_Strict):
+    file: str
+    sha256: str
+    tolerance: float  # max abs difference from the float32 graph, pixels in [0, 1]
+
+
+class ManifestDoc(_Strict):
+    format_version: Literal[1]
+    name: str
+    architecture: str
+    config: dict
+    appearance_dim: int
+    motion_dim: int
+    frame_size: int
+    channels: int
+    seq_len: int
+    max_frames: int = MAX_FRAMES
+    opset: int
+    pixel_scale: str = PIXEL_SCALE
+    graphs: dict[str, GraphSpec]
+    variants: dict[str, dict[str, VariantSpec]] = {}
+    training: dict = {}
+    metrics: dict = {}
+    licence: str = ""
+
+    @model_validator(mode="after")
+    def _every_graph(self) -> ManifestDoc:
+        missing = [g for g in GRAPHS if g not in self.graphs]
+        if missing:
+            raise ValueError(f"graphs {missing} are missing")
+        unknown = sorted(set(self.graphs) - set(GRAPHS))
+        if unknown:
+            raise ValueError(f"graphs {unknown} are not ones the service runs {list(GRAPHS)}")
+        return self
+
+    def files(self) -> dict[str, GraphSpec | VariantSpec]:
+        """Every file the manifest names, by where it is named ('graphs.encoder', ...)."""
+        entries = {f"graphs.{name}": spec for name, spec in self.graphs.items()}
+        for variant, graphs in self.variants.items():
+            entries.update({f"variants.{variant}.{name}": spec for name, spec in graphs.items()})
+        return entries
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / "manifest.json"
+        path.write_text(self.model_dump_json(indent=2))
+        return path
 
 
 @dataclass(frozen=True)
@@ -24,98 +100,111 @@ class Manifest:
     """
 
     folder: Path
-    raw: dict
+    doc: ManifestDoc
     files: dict[str, Path]
     precision: str
 
     @property
     def name(self) -> str:
-        return self.raw["name"]
+        return self.doc.name
 
     @property
     def appearance_dim(self) -> int:
-        return int(self.raw["appearance_dim"])
+        return self.doc.appearance_dim
 
     @property
     def motion_dim(self) -> int:
-        return int(self.raw["motion_dim"])
+        return self.doc.motion_dim
 
     @property
     def frame_size(self) -> int:
-        return int(self.raw["frame_size"])
+        return self.doc.frame_size
 
     @property
     def seq_len(self) -> int:
-        return int(self.raw["seq_len"])
+        return self.doc.seq_len
 
     @property
     def max_frames(self) -> int:
-        return int(self.raw.get("max_frames", 64))
+        return self.doc.max_frames
+
+    def graph(self, name: str) -> GraphSpec:
+        return self.doc.graphs[name]
 
     def variant_files(self, variant: str) -> dict[str, tuple[Path, float]]:
         """graph -> (ONNX path, tolerance vs float32) of one variant; only the graphs it has."""
-        graphs = self.raw.get("variants", {}).get(variant, {})
-        return {name: (self.folder / spec["file"], float(spec["tolerance"]))
-                for name, spec in graphs.items() if name in GRAPHS}
+        graphs = self.doc.variants.get(variant, {})
+        return {name: (self.folder / spec.file, spec.tolerance) for name, spec in graphs.items()
+                if name in GRAPHS}
 
     def public(self) -> dict:
-        shown = {k: self.raw[k] for k in PUBLIC_KEYS if k in self.raw}
+        raw = self.doc.model_dump()
+        shown = {k: raw[k] for k in PUBLIC_KEYS}
         shown["precision"] = self.precision
-        shown["graphs"] = {
-            name: {k: spec[k] for k in ("inputs", "outputs", "sha256") if k in spec}
-            for name, spec in self.raw["graphs"].items()
-        }
+        shown["graphs"] = {name: {k: spec[k] for k in ("inputs", "outputs", "sha256")}
+                           for name, spec in raw["graphs"].items()}
         return shown
 
 
+def read_manifest(folder: str | Path) -> ManifestDoc:
+    """Parse and validate `folder/manifest.json` (no hashing). RuntimeError when it is off."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise RuntimeError(f"no model at {folder}: {path.name} is missing (set VDIS_MODEL_DIR)")
+    text = path.read_text()
+    try:
+        return ManifestDoc.model_validate_json(text)
+    except ValidationError as error:
+        version = _version_of(text)
+        if version is not None and version != FORMAT_VERSION:
+            raise RuntimeError(f"{path}: format_version {version!r} is not one this service "
+                               f"reads ({FORMAT_VERSION})") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}"
+                             for e in error.errors())
+        raise RuntimeError(f"{path} does not follow the manifest schema: {problems}") from None
+
+
+def _version_of(text: str):
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return raw.get("format_version") if isinstance(raw, dict) else None
+
+
 def load_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
-    """Read `folder/manifest.json`, check its version and the SHA-256 of every file it lists.
+    """Read `folder/manifest.json`, validate it and check the SHA-256 of every file it lists.
 
     Raises RuntimeError (a broken deployment, not a caller mistake) when anything is off.
     """
     folder = Path(folder)
+    doc = read_manifest(folder)
     path = folder / "manifest.json"
-    if not path.is_file():
-        raise RuntimeError(f"no model at {folder}: {path.name} is missing (set VDIS_MODEL_DIR)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise RuntimeError(f"{path} is not valid JSON: {error}") from error
-    version = raw.get("format_version")
-    if version not in FORMAT_VERSIONS:
-        raise RuntimeError(
-            f"{path}: format_version {version!r} is not one this service reads {FORMAT_VERSIONS}"
-        )
-    missing = [g for g in GRAPHS if g not in raw.get("graphs", {})]
-    if missing:
-        raise RuntimeError(f"{path}: graphs {missing} are missing")
-    entries = {f"graphs.{name}": spec for name, spec in raw["graphs"].items()}
-    for variant, graphs in raw.get("variants", {}).items():
-        entries.update({f"variants.{variant}.{name}": spec for name, spec in graphs.items()})
-    for where, spec in entries.items():
-        file = folder / spec["file"]
+    for where, spec in doc.files().items():
+        file = folder / spec.file
         if not file.is_file():
-            raise RuntimeError(f"{path}: {where} names {spec['file']}, which is missing")
-        digest = _sha256(file)
-        if digest != spec.get("sha256"):
+            raise RuntimeError(f"{path}: {where} names {spec.file}, which is missing")
+        digest = sha256(file)
+        if digest != spec.sha256:
             raise RuntimeError(
-                f"{file}: SHA-256 {digest} differs from the manifest's {spec.get('sha256')} "
+                f"{file}: SHA-256 {digest} differs from the manifest's {spec.sha256} "
                 f"({where}); the model folder is corrupt or was edited"
             )
     if precision in ("float32", "auto"):  # auto: float32, the runner may swap graphs on CUDA
-        chosen = raw["graphs"]
+        chosen = {name: doc.graphs[name].file for name in GRAPHS}
     else:  # a graph the variant leaves out (e.g. a recurrent prior) runs in float32
-        variant = raw.get("variants", {}).get(precision)
+        variant = doc.variants.get(precision)
         if not variant:
             raise RuntimeError(f"{path}: no {precision} variant for VDIS_PRECISION")
-        chosen = {name: variant.get(name, raw["graphs"][name]) for name in GRAPHS}
-    files = {name: folder / chosen[name]["file"] for name in GRAPHS}
-    return Manifest(folder, raw, files, precision)
+        chosen = {name: (variant[name] if name in variant else doc.graphs[name]).file
+                  for name in GRAPHS}
+    return Manifest(folder, doc, {name: folder / file for name, file in chosen.items()},
+                    precision)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -172,10 +172,10 @@ class OnnxRunner:
         rng = np.random.default_rng(seed)
         sizes = {"B": batch, "T": self.manifest.seq_len}
         inputs = {}
-        for spec in self.manifest.raw["graphs"][graph]["inputs"]:
-            shape = [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
-            draw = rng.random if spec["name"] == "video" else rng.standard_normal
-            inputs[spec["name"]] = draw(shape).astype(np.float32)
+        for spec in self.manifest.graph(graph).inputs:
+            shape = [sizes.get(d, d) if isinstance(d, str) else d for d in spec.shape]
+            draw = rng.random if spec.name == "video" else rng.standard_normal
+            inputs[spec.name] = draw(shape).astype(np.float32)
         return inputs
 
     def check(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
@@ -208,17 +208,17 @@ class OnnxRunner:
         """One call through IO binding; outputs are written into numpy arrays made here."""
         binding = session.io_binding()
         sizes, bound = {}, []  # `bound` keeps any contiguous copies alive until the run is over
-        for spec in self.manifest.raw["graphs"][graph]["inputs"]:
-            array = np.ascontiguousarray(inputs[spec["name"]], np.float32)
+        for spec in self.manifest.graph(graph).inputs:
+            array = np.ascontiguousarray(inputs[spec.name], np.float32)
             bound.append(array)
-            sizes.update({d: n for d, n in zip(spec["shape"], array.shape, strict=True)
+            sizes.update({d: n for d, n in zip(spec.shape, array.shape, strict=True)
                           if isinstance(d, str)})
-            binding.bind_cpu_input(spec["name"], array)
+            binding.bind_cpu_input(spec.name, array)
         outputs = {}
-        for spec in self.manifest.raw["graphs"][graph]["outputs"]:
-            shape = [sizes[d] if isinstance(d, str) else d for d in spec["shape"]]
-            out = outputs[spec["name"]] = np.empty(shape, np.float32)
-            binding.bind_output(spec["name"], "cpu", 0, np.float32, shape,
+        for spec in self.manifest.graph(graph).outputs:
+            shape = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
+            out = outputs[spec.name] = np.empty(shape, np.float32)
+            binding.bind_output(spec.name, "cpu", 0, np.float32, shape,
                                 out.ctypes.data)
         session.run_with_iobinding(binding)
         return outputs

@@ -12,7 +12,7 @@ from export.__main__ import main as export_cli
 from export.onnx_export import export_model
 from export.verify import BATCHES, FP32_TOLERANCE, LENGTHS, parity, session
 from model.checkpoint import save_model
-from service.engine.manifest import load_manifest
+from service.engine.manifest import FORMAT_VERSION, MAX_FRAMES, ManifestDoc, load_manifest
 from service.settings import REPO
 from tests.conftest import tiny_model
 
@@ -101,15 +101,38 @@ def test_an_unknown_format_version_is_refused(tiny_model_dir, checkpoint, tmp_pa
     assert "format_version 2" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(apperance_dim=m.pop("appearance_dim")), "appearance_dim: Field required"),
+    (lambda m: m["graphs"].pop("prior"), "graphs ['prior'] are missing"),
+    (lambda m: m["graphs"]["encoder"]["inputs"][0].update(dtype="uint8"),
+     "graphs.encoder.inputs.0.dtype"),
+    (lambda m: m.update(seq_len="eight"), "seq_len"),
+])
+def test_a_manifest_off_the_schema_is_refused_with_the_field(tiny_model_dir, tmp_path, edit,
+                                                             message):
+    copy = _copy(tiny_model_dir, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="does not follow the manifest schema") as error:
+        load_manifest(copy)
+    assert message in str(error.value)
+
+
+def test_export_writes_what_the_schema_reads_back_unchanged(tiny_model_dir):
+    text = (tiny_model_dir / "manifest.json").read_text()
+    doc = ManifestDoc.model_validate_json(text)
+    assert doc.format_version == FORMAT_VERSION and doc.max_frames == MAX_FRAMES
+    assert json.loads(doc.model_dump_json()) == json.loads(text)
+
+
 SHIPPED = sorted((REPO / "models").glob("*/manifest.json"))
 
 
 @pytest.mark.parametrize("manifest", SHIPPED, ids=[p.parent.name for p in SHIPPED])
 def test_shipped_model_hashes_match(manifest):
     loaded = load_manifest(manifest.parent)
-    files = [manifest.parent / s["file"] for s in loaded.raw["graphs"].values()]
-    files += [manifest.parent / s["file"]
-              for v in loaded.raw.get("variants", {}).values() for s in v.values()]
+    files = [manifest.parent / spec.file for spec in loaded.doc.files().values()]
     assert sum(f.stat().st_size for f in files) < 25e6
 
 

@@ -4,14 +4,13 @@ A stand-in session runs the real graphs on CPU but reports the providers a test 
 the CUDA code (IO binding, float16 choice, warm-up, the REQUIRE_GPU check) runs for real.
 """
 
-import json
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from service.engine.local import build_runner, warmup_batches
-from service.engine.manifest import Manifest, load_manifest
+from service.engine.manifest import Manifest, ManifestDoc, load_manifest
 from service.engine.runner import CPU, CUDA, OnnxRunner, choose_providers
 from tests.service.conftest import make_settings
 
@@ -78,10 +77,10 @@ def test_on_cuda_io_binding_float16_and_warm_up(model_dir):
 
 def test_a_float16_graph_over_its_tolerance_stays_float32(model_dir):
     manifest = load_manifest(model_dir, "auto")
-    raw = json.loads(json.dumps(manifest.raw))
+    raw = manifest.doc.model_dump()
     for spec in raw["variants"]["float16"].values():
         spec["tolerance"] = 0.0
-    strict = Manifest(manifest.folder, raw, manifest.files, "auto")
+    strict = Manifest(manifest.folder, ManifestDoc.model_validate(raw), manifest.files, "auto")
     gpu = runner(model_dir, Sessions([CUDA, CPU]), strict, warmup_batches=[2])
     assert set(gpu.precisions.values()) == {"float32"}
 
