@@ -12,7 +12,7 @@ from service.api.problems import Problem
 from service.engine import Engine
 from service.metrics import Metrics
 from service.settings import Settings
-from service.videoio import Clip, Limits, read_video
+from service.videoio import Clip, Limits, VideoError, read_video
 
 # What a multipart upload may be labelled as; curl sends application/octet-stream by default.
 ACCEPTED_UPLOAD_TYPES = ("video/", "image/gif", "image/webp", "application/octet-stream")
@@ -74,31 +74,42 @@ def frame_count(requested: int | None, engine: Engine, settings: Settings) -> in
     return frames
 
 
+def upload_problem(slug: str, upload: UploadFile, field: str, what: str) -> Problem:
+    """A problem with one uploaded file: its form field and file name lead the detail and are
+    extension members (`field`, `filename`), so a caller of /swap knows which file to fix."""
+    filename = upload.filename or ""
+    label = f"`{field}` ({filename})" if filename else f"`{field}`"
+    return Problem(slug, f"{label} {what}", field=field, filename=filename)
+
+
 async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:
     """The bytes of one uploaded file, after checking its label and size."""
     content_type = (upload.content_type or "").lower()
     if content_type and not content_type.startswith(ACCEPTED_UPLOAD_TYPES):
-        raise Problem("unsupported-media-type",
-                      f"`{field}` is labelled {content_type!r}; upload a video "
-                      "(video/*, image/gif or application/octet-stream)")
+        raise upload_problem("unsupported-media-type", upload, field,
+                             f"is labelled {content_type!r}; upload a video "
+                             "(video/*, image/gif or application/octet-stream)")
     data = await upload.read(settings.MAX_UPLOAD_BYTES + 1)
     if len(data) > settings.MAX_UPLOAD_BYTES:
-        raise Problem("too-large", f"`{field}` is larger than the limit of "
-                      f"{settings.MAX_UPLOAD_BYTES} bytes (VDIS_MAX_UPLOAD_BYTES)")
+        raise upload_problem("too-large", upload, field, "is larger than the limit of "
+                             f"{settings.MAX_UPLOAD_BYTES} bytes (VDIS_MAX_UPLOAD_BYTES)")
     return data
 
 
 async def load_clip(upload: UploadFile, options: ClipOptions, engine: Engine,
                     settings: Settings, field: str) -> Clip:
-    """An upload -> a model-sized clip (T, S, S, 3) uint8; VideoError for a bad file."""
+    """An upload -> a model-sized clip (T, S, S, 3) uint8; a Problem naming it if bad."""
     import asyncio
 
     data = await read_upload(upload, settings, field)
     frames = frame_count(options.frames, engine, settings)
     limits = Limits(settings.MAX_UPLOAD_BYTES, settings.MAX_PIXELS, settings.MAX_DECODED_FRAMES)
     # Decoding is CPU work in C that releases the GIL: keep it off the event loop.
-    with timing.phase("decode"):
-        return await asyncio.to_thread(
-            read_video, data, frames, start_s=options.start, fps=options.fps, fit=options.fit,
-            size=engine.manifest.frame_size, limits=limits,
-        )
+    try:
+        with timing.phase("decode"):
+            return await asyncio.to_thread(
+                read_video, data, frames, start_s=options.start, fps=options.fps,
+                fit=options.fit, size=engine.manifest.frame_size, limits=limits,
+            )
+    except VideoError as error:
+        raise upload_problem(error.kind, upload, field, f"is refused: {error}") from error

@@ -18,13 +18,13 @@ from fastapi import Depends, Header, Query
 from fastapi.responses import Response
 
 from service import timing, videoio
+from service.api.problems import Problem
 
 Format = Literal["mp4", "gif", "png", "npz", "json"]
 MEDIA_TYPES: dict[str, str] = {
     "mp4": "video/mp4", "gif": "image/gif", "png": "image/png",
     "npz": "application/x-npz", "json": "application/json",
 }
-_BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
 # The OpenAPI `content` of a video result: one entry per format.
 VIDEO_CONTENT: dict[str, dict] = {media_type: {} for media_type in MEDIA_TYPES.values()}
 
@@ -38,25 +38,65 @@ class OutputOptions:
 
 async def output_options(  # async: no worker thread for it (service.api.deps)
     format: Annotated[Format | None, Query(description=(
-        "mp4 | gif | png | npz | json; default from the Accept header, else mp4"))] = None,
+        "mp4 | gif | png | npz | json; default from the Accept header, else mp4 (an Accept "
+        "that allows none of them: 406)"))] = None,
     out_fps: Annotated[float, Query(gt=0, le=60, description="frame rate of MP4/GIF")] = 8.0,
     scale: Annotated[int, Query(ge=1, le=8, description=(
         "upscale MP4/GIF/PNG frames by this factor (nearest neighbour)"))] = 1,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> OutputOptions:
-    return OutputOptions(format or from_accept(accept) or "mp4", out_fps, scale)
+    return OutputOptions(format or negotiate(accept, VIDEO_FORMATS), out_fps, scale)
 
 
 OutputDep = Annotated[OutputOptions, Depends(output_options)]
+VIDEO_FORMATS: tuple[str, ...] = ("mp4", "gif", "png", "npz", "json")  # the first: the default
 
 
-def from_accept(accept: str | None) -> str | None:
-    """The first media type in Accept that names a format we write (q-values ignored)."""
+def negotiate(accept: str | None, formats: tuple[str, ...]) -> str:
+    """The format to answer in, from an Accept header (RFC 9110 12.5.1); formats[0] without one.
+
+    The highest q wins; among equals, a range naming the type exactly before a wildcard, then
+    the order of Accept, then the order of `formats`. Nothing acceptable: a 406 Problem that
+    lists what the endpoint can send.
+    """
+    ranges = _accept_ranges(accept)
+    if not ranges:
+        return formats[0]
+    ranked = []
+    for preference, fmt in enumerate(formats):
+        kind = MEDIA_TYPES[fmt].split("/")[0]
+        for position, (media_range, q) in enumerate(ranges):
+            specificity = {MEDIA_TYPES[fmt]: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range)
+            if specificity is not None:
+                ranked.append((-q, -specificity, position, preference, fmt))
+                break  # the first range naming a type decides its q
+    best = min(ranked, default=None)
+    if best is None or best[0] == 0:
+        can = [MEDIA_TYPES[f] for f in formats]
+        raise Problem("not-acceptable", f"Accept: {accept} allows none of what this endpoint "
+                      f"sends: {', '.join(can)}; ask for one of them (or pass ?format=)",
+                      available=can)
+    return best[-1]
+
+
+def _accept_ranges(accept: str | None) -> list[tuple[str, float]]:
+    """[(media range, q)] in the header's order, most specific duplicates first."""
+    ranges = []
     for part in (accept or "").split(","):
-        media_type = part.split(";")[0].strip().lower()
-        if media_type in _BY_MEDIA_TYPE:
-            return _BY_MEDIA_TYPE[media_type]
-    return None
+        media_range, *params = (p.strip() for p in part.split(";"))
+        if not media_range:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # a q we cannot read: not a preference we can honour
+        ranges.append((media_range.lower(), q))
+    # RFC 9110: the most specific range that matches decides, so exact types come first.
+    return sorted(ranges, key=lambda r: r[0].count("*"))
 
 
 async def render(videos: np.ndarray, options: OutputOptions, headers: dict | None = None

@@ -43,6 +43,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "invalid-codes": (422, "The codes do not fit this model"),
     "not-found": (404, "No such resource"),
     "method-not-allowed": (405, "Method not allowed"),
+    "not-acceptable": (406, "The Accept header allows no media type this endpoint sends"),
     "not-ready": (503, "The model is not loaded"),
     "busy": (503, "Too many jobs are queued; retry after the Retry-After seconds"),
     "engine-unavailable": (503, "The queue to the model workers cannot be reached"),
@@ -52,7 +53,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "internal-error": (500, "Internal server error"),
 }
 _BY_STATUS = {400: "invalid-body", 401: "unauthorized", 404: "not-found",
-              405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type",
+              405: "method-not-allowed", 406: "not-acceptable", 413: "too-large",
+              415: "unsupported-media-type",
               422: "invalid-parameters", 503: "not-ready"}
 # What FastAPI says of a body it cannot parse (a broken multipart form, say), and ours instead.
 _UNPARSED_BODY = "There was an error parsing the body"
@@ -61,12 +63,30 @@ _UNPARSED_BODY_DETAIL = ("the request body could not be parsed: send the videos 
                          "as application/json")
 
 # The problems of the endpoints that take an upload or codes and run the model.
-MODEL_PROBLEMS = ("invalid-body", "unauthorized", "too-large", "unsupported-media-type",
-                  "invalid-parameters", "invalid-codes", "job-failed", "dead-lettered", "busy",
-                  "engine-unavailable", "deadline-exceeded")
+MODEL_PROBLEMS = ("invalid-body", "unauthorized", "not-acceptable", "too-large",
+                  "unsupported-media-type", "invalid-parameters", "invalid-codes", "job-failed",
+                  "dead-lettered", "busy", "engine-unavailable", "deadline-exceeded")
 UPLOAD_PROBLEMS = MODEL_PROBLEMS + ("empty-video", "not-a-video", "truncated-video",
                                     "unsupported-codec", "too-many-pixels", "too-short",
                                     "too-long")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The fields the route's request body takes, as its OpenAPI document declares them."""
+    route = request.scope.get("route")
+    operation = request.app.openapi()["paths"].get(getattr(route, "path", ""), {})
+    body = operation.get(request.method.lower(), {}).get("requestBody", {})
+    for content in body.get("content", {}).values():
+        schema = content.get("schema", {})
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            schema = request.app.openapi()["components"]["schemas"][name]
+        return list(schema.get("properties", {}))
+    return []
 
 
 class ProblemDetails(BaseModel):
@@ -153,6 +173,17 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
                   for e in error.errors()]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        missing = [e["loc"][1] for e in errors
+                   if e["type"] == "missing" and e["loc"][:1] == ["body"] and len(e["loc"]) == 2]
+        if missing:  # a misnamed form field (`file` for `video`) shows up as a missing one
+            sent = sorted(error.body.keys()) if hasattr(error.body, "keys") else []
+            expected = _body_fields(request)
+            detail = (f"missing {_names(missing)}; the request sent {_names(sent) or 'no fields'}"
+                      f", and {request.url.path} takes {_names(expected)}")
+            if len(missing) == 1 and len(set(sent) - set(expected)) == 1:
+                detail += f": rename `{(set(sent) - set(expected)).pop()}` to `{missing[0]}`"
+            return problem_response("invalid-parameters", detail, request.url.path,
+                                    errors=errors, sent=sent, expected=expected)
         return problem_response("invalid-parameters", detail, request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

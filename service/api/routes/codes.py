@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from service import videoio
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.media import VIDEO_CONTENT, OutputDep, negotiate, render
 from service.api.problems import MODEL_PROBLEMS, UPLOAD_PROBLEMS, Problem, responses
 from service.api.schemas import DecodeRequest, EncodePublic
 
@@ -23,12 +23,15 @@ router = APIRouter(tags=["codes"])
 async def encode(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep,
     video: Annotated[UploadFile, File(description="a video: mp4, webm, avi, mov, gif, ...")],
-    format: Annotated[Literal["json", "npz"], Query(description="json, or npz arrays")] = "json",
+    format: Annotated[Literal["json", "npz"] | None, Query(description=(
+        "json, or npz arrays; default from the Accept header, else json"))] = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ):
     """The appearance code f (F,) and one motion code z_t (Z,) per frame of an uploaded video.
 
     Each comes with its posterior log-variance and standard deviation (the uncertainty).
     """
+    format = format or negotiate(accept, ("json", "npz"))
     clip = await load_clip(video, clip_options, engine, settings, "video")
     codes = await engine.encode(clip.frames)
     f_mean, f_logvar = codes.appearance_mean[0], codes.appearance_logvar[0]  # (F,)
