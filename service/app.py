@@ -5,7 +5,6 @@ Run: python -m uvicorn service.app:app
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,14 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = build_engine(settings, metrics.on_batch)
         await engine.start()
         app.state.engine = engine
-        app.state.jobs = async_jobs.build_store(engine, settings.ASYNC_RESULT_TTL_S)
-        app.state.async_tasks = set()
+        runner = async_jobs.build_runner(engine, settings)
+        app.state.async_runner, app.state.jobs = runner, runner.store
+        await runner.start(app)
         try:
             yield
         finally:
-            for task in app.state.async_tasks:
-                task.cancel()
-            await asyncio.gather(*app.state.async_tasks, return_exceptions=True)
+            await runner.close()
             await engine.close()
 
     # FastAPIOffline serves Swagger UI's JS and CSS from the package, not a CDN.

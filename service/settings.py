@@ -61,11 +61,17 @@ class Settings(BaseSettings):
     # runs them. Keys are `<REDIS_PREFIX>:...` (service.engine.keys).
     REDIS_PREFIX: str = "vdis"
     REDIS_CONNECT_TIMEOUT_S: float = Field(1.0, gt=0)  # Redis unreachable -> 503 after this
-    REQUEST_TIMEOUT_S: float = Field(30.0, gt=0)  # a job's deadline; past it: 504, job dropped
+    # A request's deadline once its body is in: decoding, queue, model and encoding all count
+    # (service.api.deadline); past it: 504, and a queued model job is dropped
+    REQUEST_TIMEOUT_S: float = Field(30.0, gt=0)
     QUEUE_MAX: int = Field(256, ge=1)  # jobs waiting or running; above it: 503 + Retry-After
     RETRY_AFTER_S: int = Field(1, ge=0)  # the Retry-After of a 503
     RESULT_TTL_S: int = Field(60, ge=1)  # how long a result waits for its API process
     ASYNC_RESULT_TTL_S: int = Field(3600, ge=1)  # how long an `?async=true` job's answer is kept
+    # With Redis, an accepted async request lives in Redis until an API process has answered
+    # it; one that stops renewing its claim this long (it died) has its requests taken over.
+    ASYNC_CLAIM_IDLE_S: float = Field(15.0, gt=0)
+    ASYNC_CONCURRENCY: int = Field(8, ge=1)  # async requests one API process runs at once
     CLAIM_IDLE_MS: int = Field(30_000, ge=1)  # unacknowledged this long: another worker takes it
     MAX_DELIVERIES: int = Field(3, ge=1)  # delivered more often than this: the dead-letter stream
     HEARTBEAT_S: float = Field(2.0, gt=0)  # a worker's heartbeat period (its key lives 3 periods)
@@ -82,6 +88,13 @@ class Settings(BaseSettings):
     MAX_DECODED_FRAMES: int = Field(2000, ge=1)  # frames decoded from one upload, at most
     MAX_FRAMES: int = Field(64, ge=1)  # T, the longest clip the model is asked to process
     MAX_SAMPLES: int = Field(16, ge=1)  # n, the most results /generate returns at once
+    # pixels x frames of one answer (results x T x its frames' height x width after `scale`,
+    # a tiled MP4/GIF's empty cells included); above it: 422 before the model runs. 2**25 is
+    # n=16 results of 8 frames at scale 8, which encode in about 2 s (docs/reliability.md)
+    MAX_OUTPUT_PIXELS: int = Field(2**25, ge=1)
+    # the whole request body must arrive within this many seconds of the request's start, else
+    # 408 and the connection is closed: a stalled or trickled upload holds nothing for long
+    BODY_TIMEOUT_S: float = Field(60.0, gt=0)
 
     def api_keys(self) -> tuple[bytes, ...]:
         """The accepted API keys (empty: keys are off), as bytes for a constant-time compare."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GROUP = "workers"  # the consumer group every worker of a deployment joins
+ASYNC_GROUP = "api"  # the consumer group every API process joins for `?async=true` requests
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,9 @@ class Keys:
     def async_job(self, job_id: str) -> str:
         """Hash: an `?async=true` HTTP request's state and, once done, its whole answer."""
         return f"{self.prefix}:async:{job_id}"
+
+    @property
+    def async_requests(self) -> str:
+        """Stream of accepted `?async=true` HTTP requests (fields id, path, query, headers,
+        body); API processes take them as a consumer group, so a dead one's are taken over."""
+        return f"{self.prefix}:async-requests"

@@ -18,6 +18,8 @@ router = APIRouter(tags=["jobs"])
 async def job(job_id: str, request: Request) -> Response:
     """`{"status": "queued" | "running"}` while it runs, then the request's own answer.
 
+    A request that failed keeps its problem+json as the answer (`X-Vdis-Job-Status: failed`).
+
     POST /encode, /decode, /swap or /generate with `?async=true` answers 202 at once with the
     job's URL (also in `Location`); answers are kept VDIS_ASYNC_RESULT_TTL_S seconds.
     """
@@ -25,6 +27,8 @@ async def job(job_id: str, request: Request) -> Response:
     if record is None:
         raise Problem("not-found", f"no job {job_id!r} (unknown, or its answer expired)")
     state, body = record
-    if state["status"] != "done":
+    if state["status"] not in ("done", "failed"):
         return JSONResponse({"id": job_id, "status": state["status"]})
-    return Response(body, status_code=state["code"], headers=state["headers"])
+    # done: the request's own answer; failed: its problem+json (a 4xx it earned, or a 500)
+    return Response(body, status_code=state["code"],
+                    headers={**state["headers"], "X-Vdis-Job-Status": state["status"]})
