@@ -68,6 +68,10 @@ class LossConfig:
     # by its expected error over the entries it mixes, so it paints exact colours, not blends
     palette_spread: float = 0.0
     kl_warmup_steps: int = 1000  # the KL weights ramp from 0 over these steps
+    # the prior terms (prior_moments, aggregate_prior) ramp in over these steps once the KL
+    # ramp is over (0: they ramp with the KL). From step 0 the aggregate term squeezed f while
+    # the codes were still forming (KL(f) 135 -> 10 nats in 100 steps; docs/model.md)
+    prior_warmup_steps: int = 0
 
 
 @dataclass

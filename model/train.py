@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--aggregate-bank", type=int, default=LossConfig().aggregate_bank,
                    metavar="N", help="clips in the aggregate-prior term's Gaussian fit")
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
+    p.add_argument("--prior-warmup-steps", type=int, default=LossConfig().prior_warmup_steps,
+                   help="the prior terms ramp in over these steps after the KL ramp (0: with it)")
     p.add_argument("--no-colour-augment", action="store_true")
     p.add_argument("--recolour-targets", type=float, default=TrainConfig().recolour_targets,
                    help="share of clips whose target (and f input) is recoloured too")
@@ -113,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         mutual_information=a.mutual_information, swap_cycle=a.swap_cycle,
         prior_moments=a.prior_moments, aggregate_prior=a.aggregate_prior,
         aggregate_bank=a.aggregate_bank, palette_spread=a.palette_spread,
-        kl_warmup_steps=a.kl_warmup_steps)
+        kl_warmup_steps=a.kl_warmup_steps, prior_warmup_steps=a.prior_warmup_steps)
     cfg = TrainConfig(
         dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
@@ -167,12 +169,15 @@ def git_commit() -> str:
 
 def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torch.Tensor,
                    flow: torch.Tensor | None, cfg: TrainConfig, kl_scale: float,
-                   bank: losses.AggregateBank | None = None) -> dict[str, torch.Tensor]:
+                   bank: losses.AggregateBank | None = None,
+                   prior_scale: float | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one batch and their weighted sum ("loss").
 
     `bank` carries recent clips' appearance posteriors between steps for the aggregate-prior
-    term; without one the term is estimated on this batch alone.
+    term; without one the term is estimated on this batch alone. `prior_scale` weighs the
+    prior terms (default: `kl_scale`).
     """
+    prior_scale = kl_scale if prior_scale is None else prior_scale
     lc = cfg.loss
     out = model(video, motion_input)
     frames = out["recon_frames"]
@@ -204,15 +209,15 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         terms["spread"] = out["palette_spread"].float().flatten(1).sum(-1).mean() * (
             video.shape[1] / len(frames))
         total = total + lc.palette_spread * terms["spread"]
-    # the prior terms ramp in with the KL terms: at the start the codes are not yet spread
-    # (the KL weighs nothing), and a covariance fit of them would be near singular
+    # the prior terms ramp in (prior_scale): at the start the codes are not yet spread (the KL
+    # weighs nothing), and a covariance fit of them would be near singular
     if lc.prior_moments > 0:
         terms["moments"] = losses.prior_moments(out["f"].float())
-        total = total + kl_scale * lc.prior_moments * terms["moments"]
+        total = total + prior_scale * lc.prior_moments * terms["moments"]
     if lc.aggregate_prior > 0:
         bank = bank if bank is not None else losses.AggregateBank(0)
         terms["aggregate"] = bank.divergence(out["f_mean"].float(), out["f_logvar"].float())
-        total = total + kl_scale * lc.aggregate_prior * terms["aggregate"]
+        total = total + prior_scale * lc.aggregate_prior * terms["aggregate"]
     if lc.dynamic_prediction > 0 and flow is not None:
         terms["flow"] = losses.dynamic_prediction(out["flow_logits"].float(), flow)
         total = total + lc.dynamic_prediction * terms["flow"]
@@ -310,8 +315,12 @@ def main(argv: list[str] | None = None) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             kl_scale = min(1.0, step / kl_warmup) if kl_warmup else 1.0
+            prior_scale = kl_scale
+            if cfg.loss.prior_warmup_steps and kl_warmup:  # after the KL ramp, a ramp of its own
+                prior_scale = min(1.0, max(0.0, step - kl_warmup) / cfg.loss.prior_warmup_steps)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale, bank)
+                terms = compute_losses(model, video, motion_input, flow, cfg, kl_scale, bank,
+                                       prior_scale)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)

@@ -117,7 +117,8 @@ def test_the_sprites_recipe_sets_every_option_and_flags_still_win(tmp_path):
     cfg, _ = train.parse_args(["--recipe", "sprites"])
     assert cfg.recipe == "sprites" and cfg.init_from == ""
     assert cfg.model.decoder_palette == 48 and cfg.loss.aggregate_prior == 10.0
-    assert cfg.loss.palette_spread == 1.0 and cfg.max_minutes == 130
+    assert cfg.loss.palette_spread == 1.0 and cfg.max_minutes == 120
+    assert cfg.loss.prior_warmup_steps == 2000
     cfg, _ = train.parse_args(["--recipe", "sprites", "--max-minutes", "5", "--palette", "16"])
     assert cfg.max_minutes == 5 and cfg.model.decoder_palette == 16
     bad = tmp_path / "bad.toml"
@@ -164,3 +165,20 @@ def test_palette_spread_is_the_gap_between_expected_and_mixed_error():
     mix = frames[:, :, :, 10, 20]
     by_hand = (p[..., None] * (colours[:, None] - mix[..., None, :]) ** 2).sum((-1, -2))
     assert torch.allclose(spread[:, :, 10, 20], by_hand, atol=1e-5)
+
+
+def test_prior_scale_weighs_the_prior_terms_apart_from_the_kl():
+    torch.manual_seed(0)
+    clips = np.asarray(sprites.load("train", progress=False).videos[:4])
+    video = train.to_tensor(clips)
+    cfg = TrainConfig(model=ModelConfig(width=8, hidden=32, appearance_width=16),
+                      loss=LossConfig(aggregate_prior=10.0, dynamic_prediction=0.0))
+    model = SequentialVAE(cfg.model)
+    model.eval()  # the same frames and codes in every call below
+
+    def total(prior_scale):
+        torch.manual_seed(1)
+        return train.compute_losses(model, video, video, None, cfg, 0.5, None, prior_scale)
+    off, on = total(0.0), total(1.0)
+    assert torch.allclose(on["loss"] - off["loss"], 10.0 * on["aggregate"], atol=0.02)
+    assert torch.allclose(total(None)["loss"] - off["loss"], 5.0 * on["aggregate"], atol=0.02)
