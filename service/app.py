@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from service import jobs as async_jobs
 from service import timing
-from service.api import guard, problems
+from service.api import deadline, guard, problems
 from service.api.routes import codes, generate, health, jobs, page, swap
 from service.engine import build_engine
 from service.metrics import Metrics
@@ -46,20 +46,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     problems.install(app)
+    guard.open_framework_routes(app.router.routes)  # the docs; every route below is vdis's own
     for module in (codes, swap, generate, jobs, health, page):
         app.include_router(module.router)
     # The web page's scripts, styles and sample clips (plain files, nothing from a CDN).
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
 
     # Middleware runs in the reverse order of adding: the guard (below), timing and metrics
-    # (the 202s of async jobs included), the async-job switch, then the routes.
+    # (the 202s of async jobs included), the deadlines, the async-job switch, then the routes.
     app.add_middleware(async_jobs.AsyncJobs)
+    # The body's clock (408) and the answer's (504), inside timing so the metrics count them.
+    app.add_middleware(deadline.Deadlines, body_timeout_s=settings.BODY_TIMEOUT_S,
+                       request_timeout_s=settings.REQUEST_TIMEOUT_S)
     app.add_middleware(timing.ServerTiming, observe=metrics.on_request)
     # Added last, so it runs first: keys and body size are checked before anything else.
     app.add_middleware(guard.RequestGuard, api_keys=settings.api_keys(),
-                       max_body_bytes=settings.max_body_bytes())
+                       max_body_bytes=settings.max_body_bytes(), routes=app.router.routes)
     if settings.api_keys():
-        app.openapi = lambda: guard.document_keys(FastAPI.openapi(app))
+        app.openapi = lambda: guard.document_keys(FastAPI.openapi(app), app.router.routes)
     return app
 
 

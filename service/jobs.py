@@ -23,13 +23,13 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ResponseError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.guard import is_keyed, route_of
 from service.api.problems import problem_response
 from service.engine import Engine, EngineUnavailable
 from service.engine.keys import ASYNC_GROUP
 from service.engine.redis_engine import REDIS_DOWN, RedisEngine
 
 log = logging.getLogger(__name__)
-ASYNC_PATHS = ("/encode", "/decode", "/swap", "/generate")
 KEPT_HEADERS = ("content-type",)  # and every X-Vdis-* header
 Record = tuple[dict, bytes]  # ({"status", and once done "code", "headers"}, body)
 
@@ -97,8 +97,11 @@ class AsyncJobs:
 
 
 def wants_async(request: Request) -> bool:
-    return (request.method == "POST" and request.url.path in ASYNC_PATHS
-            and request.query_params.get("async", "").lower() in ("true", "1"))
+    """A POST with `?async=true` to a keyed route (the model operations: the routes a key
+    protects are the ones worth a job)."""
+    return (request.method == "POST"
+            and request.query_params.get("async", "").lower() in ("true", "1")
+            and is_keyed(route_of(request.app.router.routes, request.scope)))
 
 
 async def submit(request: Request) -> Response:

@@ -2,11 +2,14 @@
 
 A plain ASGI middleware outside everything else, so a request without a valid key or with too
 big a body costs no parsing, no spooling to disk and no async job:
-- with VDIS_API_KEYS set, the model endpoints (KEYED_PATHS, /jobs/...) need a key in `X-API-Key`
-  or `Authorization: Bearer <key>`, else 401 with `WWW-Authenticate`. Keys are compared as
-  SHA-256 digests with `hmac.compare_digest`, against every key, so neither a key's content nor
-  its length nor which key matched shows in the time taken. /health, /ready, /metrics, /model,
-  /problems, the docs and the web page stay open (docs/reliability.md says why).
+- with VDIS_API_KEYS set, every API route needs a key in `X-API-Key` or
+  `Authorization: Bearer <key>`, else 401 with `WWW-Authenticate`, unless its router declares
+  it open (`APIRouter(route_class=PublicRoute)`: /health, /ready, /metrics, /model, /problems
+  and the web page; the docs and static files are not API routes). Being keyed is a property of
+  the route, read from the app's own routes: a new endpoint needs a key unless it says
+  otherwise. Keys are compared as SHA-256 digests with `hmac.compare_digest`, against every
+  key, so neither a key's content nor its length nor which key matched shows in the time taken
+  (docs/reliability.md says why these stay open).
 - a body whose Content-Length is over the limit is refused before a byte of it is read (413);
   a body without one (chunked) is counted while the app reads it, and refused the moment it
   passes the limit: the 413 goes out at once and the app is told the client has gone.
@@ -16,18 +19,56 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator, Sequence
 
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
 
-KEYED_PATHS = ("/encode", "/decode", "/swap", "/generate")
-KEYED_PREFIXES = ("/jobs/",)  # an async job's answer is a model endpoint's answer
 HOW_TO_SEND = "send it in the X-API-Key header or as `Authorization: Bearer <key>`"
 
 
-def needs_key(path: str) -> bool:
-    return path.rstrip("/") in KEYED_PATHS or path.startswith(KEYED_PREFIXES)
+class PublicRoute(APIRoute):
+    """The route class of routers whose routes need no key (health, the page, ...)."""
+
+
+def flat_routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (FastAPI keeps an included router as one
+    entry that holds the original; vdis includes its routers without a prefix)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield route
+
+
+def route_of(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route a request goes to (a full match, else one on the path alone, as for a 405)."""
+    partial = None
+    for route in flat_routes(routes):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return route
+        if match == Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
+def open_framework_routes(routes: Sequence[BaseRoute]) -> None:
+    """Mark the routes the framework made itself (the OpenAPI document and the docs pages,
+    there before vdis includes its routers) as needing no key."""
+    for route in flat_routes(routes):
+        route.vdis_public = True
+
+
+def is_keyed(route: BaseRoute | None) -> bool:
+    """Every API route is keyed unless it is a PublicRoute or one of the framework's own docs
+    routes; static files are not API routes, and a path no route matches is a plain 404."""
+    return (isinstance(route, APIRoute) and not isinstance(route, PublicRoute)
+            and not getattr(route, "vdis_public", False))
 
 
 def _digest(key: bytes) -> bytes:
@@ -37,10 +78,12 @@ def _digest(key: bytes) -> bytes:
 class RequestGuard:
     """API keys (when `api_keys` is not empty) and a cap of `max_body_bytes` on each body."""
 
-    def __init__(self, app: ASGIApp, api_keys: tuple[bytes, ...], max_body_bytes: int):
+    def __init__(self, app: ASGIApp, api_keys: tuple[bytes, ...], max_body_bytes: int,
+                 routes: Sequence[BaseRoute] = ()):
         self.app = app
         self.key_digests = tuple(_digest(k) for k in api_keys)
         self.max_body_bytes = max_body_bytes
+        self.routes = routes  # the app's own list: routes added later count too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +91,7 @@ class RequestGuard:
             return
         headers = {name.lower(): value for name, value in scope["headers"]}
         path = scope["path"]
-        if self.key_digests and needs_key(path):
+        if self.key_digests and is_keyed(route_of(self.routes, scope)):
             refusal = self._check_key(headers, path)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -118,14 +161,16 @@ class RequestGuard:
         return capped_receive, guarded_send
 
 
-def document_keys(openapi: dict) -> dict:
-    """Declare the keys in an OpenAPI document: the two schemes, required on the keyed paths."""
+def document_keys(openapi: dict, routes: Sequence[BaseRoute]) -> dict:
+    """Declare the keys in an OpenAPI document: the two schemes, required on the keyed routes."""
     openapi.setdefault("components", {})["securitySchemes"] = {
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "bearer": {"type": "http", "scheme": "bearer"},
     }
+    keyed = {(route.path_format, method.lower()) for route in flat_routes(routes)
+             if is_keyed(route) for method in route.methods}
     for path, operations in openapi["paths"].items():
-        if needs_key(path):
-            for operation in operations.values():
+        for method, operation in operations.items():
+            if (path, method) in keyed:
                 operation["security"] = [{"apiKey": []}, {"bearer": []}]
     return openapi

@@ -64,6 +64,46 @@ def test_model_endpoints_need_a_key(keyed, mp4, method, path):
         _unauthorized(refused, challenge)
 
 
+def test_every_route_not_declared_public_refuses_a_request_without_a_key(keyed):
+    """Taken from the app's own routes, so an endpoint added later is covered: each of its
+    methods answers 401 without a key, unless its router uses guard.PublicRoute."""
+    from fastapi.routing import APIRoute
+
+    keyed_seen, public_seen = set(), set()
+    for route in guard.flat_routes(keyed.app.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        path = re.sub(r"\{[^}]+\}", "x", route.path)
+        for method in route.methods:
+            answer = keyed.request(method, path)
+            if guard.is_keyed(route):
+                assert answer.status_code == 401, (method, path, answer.status_code)
+                keyed_seen.add(route.path)
+            else:
+                assert answer.status_code != 401, (method, path)
+                public_seen.add(route.path)
+    assert {"/encode", "/decode", "/swap", "/generate", "/jobs/{job_id}"} <= keyed_seen
+    # the open routes are exactly these: probes, the model card, problem types, page and docs
+    assert public_seen - {"/favicon.ico"} == {
+        "/health", "/ready", "/metrics", "/model", "/problems/{slug}", "/", "/docs",
+        "/docs/oauth2-redirect", "/redoc"} - ({"/redoc"} - public_seen)
+    # a new route on a plain router is keyed with no list to update
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/brand-new-model-endpoint")
+    async def brand_new() -> dict:
+        return {"served": True}
+    keyed.app.include_router(router)
+    try:
+        _unauthorized(keyed.post("/brand-new-model-endpoint"), 'Bearer realm="vdis"')
+        assert keyed.post("/brand-new-model-endpoint",
+                          headers={"X-API-Key": KEYS[0]}).json() == {"served": True}
+    finally:
+        keyed.app.router.routes.pop()
+
+
 def test_either_key_in_either_header_is_accepted(keyed, mp4):
     video = {"video": ("a.mp4", mp4, "video/mp4")}
     for headers in ({"X-API-Key": KEYS[0]}, {"X-API-Key": KEYS[1]},

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import EngineDep, MetricsDep
+from service.api.guard import PublicRoute
 from service.api.problems import CATALOGUE, Problem, responses, type_uri
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=PublicRoute)  # no key needed
 
 
 @router.get("/health")

@@ -7,9 +7,11 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from service.api.guard import PublicRoute
+
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PublicRoute)  # no key needed
 
 
 @router.get("/")
