@@ -306,6 +306,57 @@ def colour_fidelity(decoded: torch.Tensor, true: np.ndarray, character: np.ndarr
     return tally.result()
 
 
+ORACLE_ATTRIBUTES = (0, 1)  # skin and trousers: the attributes whose classes have close tones
+
+
+def colour_oracle(decoded: torch.Tensor, character: np.ndarray, motion: np.ndarray,
+                  clips: sprites.AllClips, batch: int = 64) -> dict:
+    """A judge-free verdict on skin and trousers: which class's true clip is nearest.
+
+    For each decoded clip (N, T, 3, H, W) and each of ORACLE_ATTRIBUTES, the six true clips of
+    the same character and motion with that attribute set to each class are rendered; the
+    verdict is the class whose clip is nearest (squared error) on the pixels that attribute's
+    layer paints in any of them. Returns {attribute name: (N,) predicted classes}. The judge
+    must agree with it: a judge that forgives a close tone reads a clip as its own class where
+    the nearest true colours are another's.
+    """
+    out = {}
+    for attribute in ORACLE_ATTRIBUTES:
+        preds = []
+        for i in range(0, len(decoded), batch):
+            got = (decoded[i:i + batch].permute(0, 1, 3, 4, 2).numpy() * 255).astype(np.float32)
+            n = len(got)
+            classes = np.array([sprites.character_attributes(int(c))
+                                for c in character[i:i + n]])
+            dist = np.zeros((n, sprites.N_CLASSES))
+            masks, candidates = [], []
+            for cls in range(sprites.N_CLASSES):
+                variant = classes.copy()
+                variant[:, attribute] = cls
+                ids = np.array([sprites.character_id(*v) for v in variant])
+                candidates.append(clips.clips(ids, motion[i:i + n]).astype(np.float32))
+                masks.append(sprites.layer_maps(ids, motion[i:i + n]) == attribute)
+            region = np.any(masks, axis=0)  # (n, T, H, W)
+            for cls in range(sprites.N_CLASSES):
+                sq = ((got - candidates[cls]) ** 2).sum(-1)
+                dist[:, cls] = (sq * region).reshape(n, -1).sum(1)
+            preds.append(dist.argmin(1))
+        out[sprites.ATTRIBUTES[attribute]] = np.concatenate(preds)
+    return out
+
+
+def oracle_agreement(decoded: torch.Tensor, judged: np.ndarray, truth: np.ndarray,
+                     character: np.ndarray, motion: np.ndarray, clips: sprites.AllClips) -> dict:
+    """The colour oracle's accuracy on skin and trousers, and how often the judge agrees."""
+    verdict = colour_oracle(decoded, character, motion, clips)
+    out = {}
+    for attribute in ORACLE_ATTRIBUTES:
+        name = sprites.ATTRIBUTES[attribute]
+        out[name] = {"oracle_accuracy": float((verdict[name] == truth[:, attribute]).mean()),
+                     "judge_agrees": float((verdict[name] == judged[:, attribute]).mean())}
+    return out
+
+
 def evaluate(model: SequentialVAE, judge: Judge, seeds: int = 3, subset: int = 0,
              images: Path | None = None) -> dict:
     """All three protocols on the Sprites test split, `seeds` repeats; returns the figures."""
@@ -327,6 +378,9 @@ def evaluate(model: SequentialVAE, judge: Judge, seeds: int = 3, subset: int = 0
         "appearance": [float(x) for x in (pred == appearance).mean(0)],
         "colour": colour_fidelity(recon, videos, test.character[:n], motion),
     }
+    every_clip = sprites.AllClips()
+    results["reconstruction"]["oracle"] = oracle_agreement(
+        recon, pred, appearance, test.character[:n], motion, every_clip)
     del recon
     all_videos = test.videos  # swaps are scored against clips outside a subset too
     for seed in tqdm(range(seeds), desc="protocols", unit="seed"):
@@ -350,6 +404,8 @@ def evaluate(model: SequentialVAE, judge: Judge, seeds: int = 3, subset: int = 0
         truth = (np.arange(n) // len(sprites.MOTIONS)) * len(sprites.MOTIONS) + motion[partner]
         swap_colour = colour_fidelity(gen_c, all_videos[truth], test.character[:n],
                                       motion[partner])
+        swap_oracle = oracle_agreement(gen_c, pred_c, appearance, test.character[:n],
+                                       motion[partner], every_clip)
         run = {
             "seed": seed,
             "a": motion_metrics(probs_a, motion),
@@ -358,7 +414,7 @@ def evaluate(model: SequentialVAE, judge: Judge, seeds: int = 3, subset: int = 0
             "c": {"appearance": float((pred_c == appearance).all(1).mean()),
                   "appearance_per_head": [float(x) for x in (pred_c == appearance).mean(0)],
                   "motion": float((probs_c.argmax(1) == motion[partner]).mean()),
-                  "colour": swap_colour},
+                  "colour": swap_colour, "oracle": swap_oracle},
         }
         results["runs"].append(run)
         if images is not None and seed == 0:
@@ -391,6 +447,10 @@ def summarise(runs: list[dict]) -> dict:
         for name in sprites.LAYER_NAMES:
             out[f"c_colour_{name}"] = stat([c["per_layer_within_8"][name] for c in colour])
         out["c_colour_mean_abs_error"] = stat([c["mean_abs_error"] for c in colour])
+    for name in runs[0]["c"].get("oracle", {}) if runs else ():
+        out[f"c_oracle_{name}"] = stat([x["c"]["oracle"][name]["oracle_accuracy"] for x in runs])
+        out[f"c_oracle_agrees_{name}"] = stat([x["c"]["oracle"][name]["judge_agrees"]
+                                               for x in runs])
     return out
 
 
@@ -431,6 +491,21 @@ def markdown_table(results: dict, name: str = "vdis (ours)") -> str:
             f"{100 * s['c_colour_within_8']['std']:.2f} | "
             + " | ".join(f"{100 * s[f'c_colour_{k}']['mean']:.2f}%" for k in layers)
             + f" | {s['c_colour_mean_abs_error']['mean']:.2f} |",
+        ]
+    oracle = results.get("reconstruction", {}).get("oracle")
+    if oracle and "c_oracle_body" in s:
+        lines += [
+            "",
+            "| nearest true colours (judge-free) | skin right | judge agrees | trousers right "
+            "| judge agrees |", "|---|---|---|---|---|",
+            f"| reconstructions | {100 * oracle['body']['oracle_accuracy']:.2f}% | "
+            f"{100 * oracle['body']['judge_agrees']:.2f}% | "
+            f"{100 * oracle['bottom']['oracle_accuracy']:.2f}% | "
+            f"{100 * oracle['bottom']['judge_agrees']:.2f}% |",
+            f"| swaps | {100 * s['c_oracle_body']['mean']:.2f}% | "
+            f"{100 * s['c_oracle_agrees_body']['mean']:.2f}% | "
+            f"{100 * s['c_oracle_bottom']['mean']:.2f}% | "
+            f"{100 * s['c_oracle_agrees_bottom']['mean']:.2f}% |",
         ]
     return "\n".join(lines)
 

@@ -120,6 +120,29 @@ def _layer_alphas() -> tuple[np.ndarray, np.ndarray]:
     return layers, _cells(_read_sheet(SHEETS / SHOES), cells)[..., 3] > 0
 
 
+class AllClips:
+    """Every character in every motion, from both splits' caches: clip(character, motion).
+
+    The benchmark renders all 1296 characters, 1000 in the training split and 296 in the test
+    split, so the clip of any attribute combination exists in one of them.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.splits = [load(name, root, progress=False) for name in ("train", "test")]
+        self.where = {}
+        for k, split in enumerate(self.splits):
+            for first in range(0, len(split), len(MOTIONS)):
+                self.where[int(split.character[first])] = (k, first)
+
+    def clips(self, character: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        """(N, 8, 64, 64, 3) uint8: the clip of each (character, motion)."""
+        out = np.empty((len(character), N_FRAMES, CELL, CELL, 3), np.uint8)
+        for n, (cid, m) in enumerate(zip(character, motion, strict=True)):
+            k, first = self.where[int(cid)]
+            out[n] = self.splits[k].videos[first + int(m)]
+        return out
+
+
 def sheet_mean_colour(attribute: int, cls: int) -> np.ndarray:
     """The mean RGB (3,) of the opaque pixels of one attribute class's sheet."""
     sheet = _read_sheet(SHEETS / LAYER_DIRS[attribute] / f"{cls}.png")

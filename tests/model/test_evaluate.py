@@ -85,3 +85,21 @@ def test_the_shipped_judge_calls_close_tones_by_their_neighbour_class():
     for attribute in (0, 1):  # skin and trousers, whose classes have close tones
         called = evaluate.tone_check(judge, attribute, clips=40)["called_as_expected"]
         assert called["1.0"] == 1.0 and called["0.75"] >= 0.95 and called["0.25"] >= 0.95
+
+
+def test_the_colour_oracle_names_the_class_whose_true_colours_are_nearest():
+    test = sprites.load("test", progress=False)
+    clips = sprites.AllClips()
+    character, motion = test.character[:9], test.motion[:9]
+    videos = np.asarray(test.videos[:9])
+    verdict = evaluate.colour_oracle(to_tensor(videos), character, motion, clips)
+    assert np.array_equal(verdict["body"], test.appearance[:9, 0])
+    assert np.array_equal(verdict["bottom"], test.appearance[:9, 1])
+    # the same clips drawn with the neighbouring skin class, 80% of the way: that class
+    body, bottom, top, hair = sprites.character_attributes(int(character[0]))
+    other = evaluate.neighbour_classes(0)[body]
+    moved = clips.clips(np.array([sprites.character_id(other, bottom, top, hair)] * 9), motion)
+    blend = to_tensor(videos) * 0.2 + to_tensor(moved) * 0.8
+    verdict = evaluate.colour_oracle(blend, character, motion, clips)
+    assert set(verdict["body"]) == {other} and np.array_equal(verdict["bottom"],
+                                                              test.appearance[:9, 1])
