@@ -132,33 +132,44 @@ class RequestGuard:
     def _capped(self, scope: Scope, receive: Receive, send: Send) -> tuple[Receive, Send]:
         """receive and send for the app: the body counted as it arrives, the 413 sent early."""
         received = 0
-        started = refused = False
+        gate = Gate(send)
 
         async def capped_receive() -> Message:
-            nonlocal received, refused
-            if refused:
+            nonlocal received
+            if gate.cut:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    refused = True
-                    if not started:
-                        answer = self._too_large(
-                            f"the request body passed {self.max_body_bytes} bytes", scope["path"])
-                        await answer(scope, receive, send)
                     # The app stops reading as if the client had gone; what it answers is dropped.
+                    await gate.answer(self._too_large(
+                        f"the request body passed {self.max_body_bytes} bytes", scope["path"]),
+                        scope, receive)
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        return capped_receive, gate
 
-        return capped_receive, guarded_send
+
+class Gate:
+    """The app's `send`, cut off once a middleware answers in its place (413, 408, 504)."""
+
+    def __init__(self, send: Send):
+        self.send = send
+        self.started = self.cut = False  # the app's answer has begun; the app is cut off
+
+    async def __call__(self, message: Message) -> None:
+        if self.cut:
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+    async def answer(self, response, scope: Scope, receive: Receive) -> None:
+        """Send `response` instead of the app's answer, unless that has begun already."""
+        if not self.started and not self.cut:
+            await response(scope, receive, self.send)
+        self.cut = True
 
 
 def document_keys(openapi: dict, routes: Sequence[BaseRoute]) -> dict:

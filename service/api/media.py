@@ -113,15 +113,31 @@ async def render(videos: np.ndarray, options: OutputOptions, headers: dict | Non
     return Response(content, media_type=MEDIA_TYPES[options.format], headers=headers)
 
 
+def check_size(options: OutputOptions, n: int, frames: int, frame_size: int, limit: int
+               ) -> None:
+    """Refuse (422) before the model runs an answer of more than `limit` pixels x frames."""
+    side = frame_size * (options.scale if options.format in ("mp4", "gif", "png") else 1)
+    cells = n
+    if options.format in ("mp4", "gif"):  # tiled: the grid's empty cells are pixels too
+        columns = math.ceil(math.sqrt(n))
+        cells = columns * math.ceil(n / columns)
+    pixels = cells * frames * side * side
+    if pixels > limit:
+        raise Problem("too-much-output", (
+            f"the answer would hold {pixels} pixels x frames ({n} result(s) of {frames} frames "
+            f"of {side}x{side} as {options.format}); the limit is {limit} "
+            "(VDIS_MAX_OUTPUT_PIXELS): ask for fewer results (n), fewer frames or a smaller "
+            "scale"), pixels=pixels, limit=limit)
+
+
 def _encode(videos: np.ndarray, options: OutputOptions) -> bytes:
     if options.format == "npz":
         return videoio.encode_npz(videos=videos)
     if options.format == "json":
         return videoio.encode_json(videos)
+    if options.format == "gif":  # its palette is chosen from the frames before upscaling
+        return videoio.encode_gif(videoio.tile(videos), options.out_fps, options.scale)
     videos = videoio.upscale(videos, options.scale)
     if options.format == "png":
         return videoio.encode_png_strip(videos)
-    grid = videoio.tile(videos)  # (T, rows*H, columns*W, 3)
-    if options.format == "gif":
-        return videoio.encode_gif(grid, options.out_fps)
-    return videoio.encode_mp4(grid, options.out_fps)
+    return videoio.encode_mp4(videoio.tile(videos), options.out_fps)  # (T, rows*H, cols*W, 3)

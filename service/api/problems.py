@@ -39,15 +39,17 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "too-many-pixels": (422, "The video's frames have more pixels than the limit"),
     "too-short": (422, "The video has fewer frames than were asked for"),
     "too-long": (422, "The video has more frames than the service decodes"),
+    "too-much-output": (422, "The answer would have more pixels than the limit"),
     "invalid-parameters": (422, "A parameter or the request body is invalid"),
     "invalid-codes": (422, "The codes do not fit this model"),
     "not-found": (404, "No such resource"),
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "The Accept header allows no media type this endpoint sends"),
+    "request-timeout": (408, "The request body did not arrive in time"),
     "not-ready": (503, "The model is not loaded"),
     "busy": (503, "Too many jobs are queued; retry after the Retry-After seconds"),
     "engine-unavailable": (503, "The queue to the model workers cannot be reached"),
-    "deadline-exceeded": (504, "The model did not answer before the request's deadline"),
+    "deadline-exceeded": (504, "The request did not finish before its deadline"),
     "dead-lettered": (500, "The job stopped every worker that took it and was set aside"),
     "job-failed": (500, "A model worker could not run the job"),
     "internal-error": (500, "Internal server error"),
@@ -65,7 +67,8 @@ _UNPARSED_BODY_DETAIL = ("the request body could not be parsed: send the videos 
 # The problems of the endpoints that take an upload or codes and run the model.
 MODEL_PROBLEMS = ("invalid-body", "unauthorized", "not-acceptable", "too-large",
                   "unsupported-media-type", "invalid-parameters", "invalid-codes", "job-failed",
-                  "dead-lettered", "busy", "engine-unavailable", "deadline-exceeded")
+                  "dead-lettered", "busy", "engine-unavailable", "deadline-exceeded",
+                  "request-timeout", "too-much-output")
 UPLOAD_PROBLEMS = MODEL_PROBLEMS + ("empty-video", "not-a-video", "truncated-video",
                                     "unsupported-codec", "too-many-pixels", "too-short",
                                     "too-long")

@@ -113,3 +113,97 @@ def test_accept_picks_the_format(client, mp4, accept, media_type):
     r = client.post("/generate?n=1&seed=0&format=png", headers={"Accept": "image/webp"},
                     files={"video": ("a.mp4", mp4, "video/mp4")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+# ---------------------------------------------------------------------------------------------
+# The size of an answer is capped, and the request's deadline covers all of its work
+
+
+def test_an_answer_past_the_output_limit_is_refused_before_the_model_runs(client, mp4):
+    video = {"video": ("a.mp4", mp4, "video/mp4")}
+    r = client.post("/generate?n=16&frames=64&scale=8&format=gif", files=video)
+    body = problem(r, 422, "too-much-output")
+    assert body["limit"] == 2**25 and body["pixels"] == 16 * 64 * 512 * 512
+    assert "VDIS_MAX_OUTPUT_PIXELS" in body["detail"] and "fewer results" in body["detail"]
+    assert "model" not in r.headers["server-timing"].split("model;dur=0.00")[1]  # never ran
+    # at the limit exactly: served (16 results of 8 frames at scale 8)
+    ok = client.post("/generate?n=16&seed=0&scale=8&format=gif", files=video)
+    assert ok.status_code == 200 and ok.content.startswith(b"GIF8")
+
+
+
+def test_the_output_limit_covers_swap_and_decode(model_dir, mp4):
+    limit = 2 * 8 * 256 * 256  # two results of 8 frames at scale 4
+    files = {"appearance": ("a.mp4", mp4, "video/mp4"), "motion": ("b.mp4", mp4, "video/mp4")}
+    with TestClient(create_app(make_settings(model_dir, MAX_OUTPUT_PIXELS=limit))) as client:
+        assert client.post("/swap?both=true&scale=4", files=files).status_code == 200
+        body = problem(client.post("/swap?both=true&scale=5", files=files), 422,
+                       "too-much-output")
+        assert body["pixels"] == 2 * 8 * 320 * 320 and body["limit"] == limit
+        codes = client.post("/encode", files={"video": ("a.mp4", mp4, "video/mp4")}).json()
+        problem(client.post("/decode?scale=8", json=codes), 422, "too-much-output")
+
+
+def test_the_deadline_covers_encoding_the_answer(model_dir, mp4, monkeypatch):
+    import time
+
+    from service import videoio
+
+    real = videoio.encode_mp4
+
+    def slow(video, fps=8.0):  # an encode that outlasts the deadline, as a huge GIF once did
+        time.sleep(3)
+        return real(video, fps)
+
+    monkeypatch.setattr(videoio, "encode_mp4", slow)
+    settings = make_settings(model_dir, REQUEST_TIMEOUT_S=1.0)
+    with TestClient(create_app(settings)) as client:
+        started = time.perf_counter()
+        r = client.post("/generate?n=1&seed=0", files={"video": ("a.mp4", mp4, "video/mp4")})
+        took = time.perf_counter() - started
+        body = problem(r, 504, "deadline-exceeded")
+        assert took < 2.5, took
+        assert "VDIS_REQUEST_TIMEOUT_S" in body["detail"]
+        monkeypatch.setattr(videoio, "encode_mp4", real)
+        assert client.get("/health").status_code == 200  # the service goes on
+        r = client.post("/generate?n=1&seed=0", files={"video": ("a.mp4", mp4, "video/mp4")})
+        assert r.status_code == 200
+
+
+def test_a_stalled_or_trickled_body_gets_408_and_the_connection_closes(model_dir, mp4):
+    import socket
+    import time
+
+    from tests.liveservice import running_service
+
+    with running_service(model_dir, env={"VDIS_BODY_TIMEOUT_S": "1.5"}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        body = (b"--x\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+                b"Content-Type: video/mp4\r\n\r\n" + mp4 + b"\r\n--x--\r\n")
+        head = (f"POST /encode HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\n\r\n").encode()
+        for trickle in (False, True):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                started = time.perf_counter()
+                sock.sendall(head + body[:100])  # then stall, or a byte every 0.2 s
+                if trickle:
+                    sock.settimeout(0.2)
+                    for byte in body[100:200]:
+                        try:
+                            sock.sendall(bytes([byte]))
+                            if sock.recv(1, socket.MSG_PEEK):
+                                break
+                        except TimeoutError:
+                            continue
+                    sock.settimeout(10)
+                answer = b""
+                while chunk := sock.recv(65536):  # until the server closes the connection
+                    answer += chunk
+                took = time.perf_counter() - started
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert b"/problems/request-timeout" in answer and b"VDIS_BODY_TIMEOUT_S" in answer
+            assert 1.4 < took < 5, took
+        # a body sent at once is served as before
+        import httpx
+        r = httpx.post(url + "/encode", files={"video": ("a.mp4", mp4, "video/mp4")})
+        assert r.status_code == 200

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from service import videoio
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import VIDEO_CONTENT, OutputDep, negotiate, render
+from service.api.media import VIDEO_CONTENT, OutputDep, check_size, negotiate, render
 from service.api.problems import MODEL_PROBLEMS, UPLOAD_PROBLEMS, Problem, responses
 from service.api.schemas import DecodeRequest, EncodePublic
 
@@ -77,6 +77,7 @@ async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
         motion = np.asarray([body.motion_mean()], np.float64)  # (1, T, Z)
     except ValueError as error:  # ragged lists
         raise Problem("invalid-codes", "motion must be T lists of equal length Z") from error
-    frame_count(motion.shape[1] if motion.ndim == 3 else None, engine, settings)
+    frames = frame_count(motion.shape[1] if motion.ndim == 3 else None, engine, settings)
+    check_size(output, 1, frames, engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     videos = await engine.decode(appearance, motion)  # (1, T, S, S, 3)
     return await render(videos, output)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.media import VIDEO_CONTENT, OutputDep, check_size, render
 from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 
 router = APIRouter(tags=["latent operations"])
@@ -41,6 +41,8 @@ async def generate(
     """
     if n > settings.MAX_SAMPLES:
         raise Problem("invalid-parameters", f"n={n} is above the limit of {settings.MAX_SAMPLES}")
+    check_size(output, n, frame_count(clip_options.frames, engine, settings),
+               engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     seed = secrets.randbelow(2**31) if seed is None else seed
     rng = np.random.default_rng(seed)
     m = engine.manifest

@@ -9,8 +9,8 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
-from service.api.deps import ClipDep, EngineDep, SettingsDep, load_clip
-from service.api.media import VIDEO_CONTENT, OutputDep, render
+from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
+from service.api.media import VIDEO_CONTENT, OutputDep, check_size, render
 from service.api.problems import UPLOAD_PROBLEMS, responses
 
 router = APIRouter(tags=["latent operations"])
@@ -27,6 +27,8 @@ async def swap(
         "second result"))] = False,
 ):
     """decode(f of `appearance`, z of `motion`); with both=true, two results (see tiling)."""
+    frames = frame_count(clip_options.frames, engine, settings)
+    check_size(output, 1 + both, frames, engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     clip_a, clip_m = await asyncio.gather(  # the two decodes run in threads side by side
         load_clip(appearance, clip_options, engine, settings, "appearance"),
         load_clip(motion, clip_options, engine, settings, "motion"),
