@@ -19,6 +19,13 @@ from service.engine import build_engine
 from service.metrics import Metrics
 from service.settings import Settings, get_settings
 
+DESCRIPTION = """Split a short video into its **appearance** (how it looks: one code for the
+clip) and its **motion** (how it moves: one code per frame), swap them between videos, or make
+up new motions for a look. Upload videos as multipart form fields (`video`, or `appearance`
+and `motion`); results are MP4 by default (`format=gif|png|npz|json`, or an `Accept` header).
+Sample clips to try: `/static/samples/`. Errors are RFC 9457 problem+json with a `type` that
+links to `/problems/{slug}`."""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -38,10 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runner.close()
             await engine.close()
 
-    # FastAPIOffline serves Swagger UI's JS and CSS from the package, not a CDN.
+    # FastAPIOffline serves Swagger UI's JS and CSS from the package, not a CDN. ReDoc is off:
+    # its bundle loads its logo from cdn.redoc.ly, and /docs serves the same document. Swagger's
+    # validator badge would call validator.swagger.io: off too.
     app = FastAPIOffline(
-        title="vdis", version="0.1.0", lifespan=lifespan,
-        description="Appearance and motion codes from short videos; swaps and generation.",
+        title="vdis", version="0.1.0", lifespan=lifespan, redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
+        description=DESCRIPTION,
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -25,8 +25,19 @@ MEDIA_TYPES: dict[str, str] = {
     "mp4": "video/mp4", "gif": "image/gif", "png": "image/png",
     "npz": "application/x-npz", "json": "application/json",
 }
-# The OpenAPI `content` of a video result: one entry per format.
-VIDEO_CONTENT: dict[str, dict] = {media_type: {} for media_type in MEDIA_TYPES.values()}
+# The OpenAPI `content` of a video result, one entry per format: the binary ones declared as
+# such, so Swagger's "Try it out" offers the file (with the Content-Disposition below).
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+VIDEO_CONTENT: dict[str, dict] = {
+    **{MEDIA_TYPES[f]: BINARY for f in ("mp4", "gif", "png", "npz")},
+    "application/json": {"example": {"shape": [1, 2, 1, 1, 3],
+                                     "videos": [[[[[0, 0, 0]]], [[[255, 255, 255]]]]]}},
+}
+
+
+def download(fmt: str) -> dict[str, str]:
+    """Content-Disposition of a binary answer: a file to save (fetch and curl -o ignore it)."""
+    return {"Content-Disposition": f'attachment; filename="vdis.{fmt}"'}
 
 
 @dataclass
@@ -110,6 +121,8 @@ async def render(videos: np.ndarray, options: OutputOptions, headers: dict | Non
                **(headers or {})}
     if options.format in ("mp4", "gif"):
         headers["X-Vdis-Grid"] = f"{math.ceil(n / columns)}x{columns}"
+    if options.format != "json":
+        headers.update(download(options.format))
     return Response(content, media_type=MEDIA_TYPES[options.format], headers=headers)
 
 

@@ -30,7 +30,23 @@ class FramesUsed(BaseModel):
     source_frames: int
 
 
+# Shortened: the shipped model's appearance code has 32 numbers, its motion codes 16 per frame.
+ENCODE_EXAMPLE = {
+    "model": "sprites-dsvae",
+    "appearance": {"mean": [0.12, -1.3, 0.8], "logvar": [-6.1, -5.8, -6.4],
+                   "std": [0.047, 0.055, 0.041]},
+    "motion": {"mean": [[0.5, -0.2], [0.7, -0.1]], "logvar": [[-3.2, -2.9], [-3.0, -3.1]],
+               "std": [[0.2, 0.23], [0.22, 0.21]]},
+    "frames": {"count": 2, "indices": [0, 7], "times_s": [0.0, 0.875], "source_fps": 8.0,
+               "source_size": [256, 256], "source_frames": 8},
+}
+
+
 class EncodePublic(BaseModel):
+    """A video's codes: `appearance` (what is in it, one vector), `motion` (what happens, one
+    vector per frame), each with its uncertainty, and which frames of the video were used."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ENCODE_EXAMPLE]})
     model: str
     appearance: AppearanceCode
     motion: MotionCode
@@ -43,7 +59,8 @@ class DecodeRequest(BaseModel):
     `appearance` and `motion` may also be bare lists: (F,) and (T, Z).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"appearance": ENCODE_EXAMPLE["appearance"], "motion": ENCODE_EXAMPLE["motion"]}]})
     model: str | None = Field(None, description="if given, must name the loaded model")
     appearance: AppearanceCode | list[float]
     motion: MotionCode | list[list[float]]

@@ -10,15 +10,23 @@ from fastapi.responses import Response
 
 from service import videoio
 from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
-from service.api.media import VIDEO_CONTENT, OutputDep, check_size, negotiate, render
+from service.api.media import (
+    BINARY,
+    VIDEO_CONTENT,
+    OutputDep,
+    check_size,
+    download,
+    negotiate,
+    render,
+)
 from service.api.problems import MODEL_PROBLEMS, UPLOAD_PROBLEMS, Problem, responses
 from service.api.schemas import DecodeRequest, EncodePublic
 
 router = APIRouter(tags=["codes"])
 
 
-@router.post("/encode", response_model=EncodePublic,
-             responses={200: {"content": {"application/x-npz": {}}},
+@router.post("/encode", response_model=EncodePublic, summary="Split a video into its codes",
+             responses={200: {"content": {"application/x-npz": BINARY}},
                         **responses(*UPLOAD_PROBLEMS)})
 async def encode(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep,
@@ -27,9 +35,12 @@ async def encode(
         "json, or npz arrays; default from the Accept header, else json"))] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ):
-    """The appearance code f (F,) and one motion code z_t (Z,) per frame of an uploaded video.
+    """Upload a video and get two kinds of numbers back: its appearance code (one list of
+    numbers for the whole clip: how it looks) and its motion codes (one short list per frame:
+    how it moves), each with its uncertainty. Send them to /decode to get the video back.
 
-    Each comes with its posterior log-variance and standard deviation (the uncertainty).
+    Example: `curl -F video=@service/static/samples/sprite-1-walk-front.mp4
+    localhost:8000/encode > codes.json`
     """
     format = format or negotiate(accept, ("json", "npz"))
     clip = await load_clip(video, clip_options, engine, settings, "video")
@@ -42,7 +53,7 @@ async def encode(
             motion_logvar=z_logvar, frame_indices=np.asarray(clip.indices),
             model=np.asarray(engine.manifest.name),
         )
-        return Response(content, media_type="application/x-npz")
+        return Response(content, media_type="application/x-npz", headers=download("npz"))
     return EncodePublic(
         model=engine.manifest.name,
         appearance={"mean": f_mean.tolist(), "logvar": f_logvar.tolist(),
@@ -62,12 +73,17 @@ async def require_json(request: Request) -> None:  # async: no worker thread (se
                       f"send the codes as application/json, not {content_type!r}")
 
 
-@router.post("/decode", dependencies=[Depends(require_json)],
+@router.post("/decode", dependencies=[Depends(require_json)], summary="Make a video from codes",
              response_class=Response,
              responses={200: {"content": VIDEO_CONTENT}, **responses(*MODEL_PROBLEMS)})
 async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
                  output: OutputDep):
-    """A video from codes (JSON as /encode returns it): f (F,) and z (T, Z)."""
+    """Send codes as /encode returns them (JSON) and get the video they describe. Put the
+    appearance of one clip with the motion of another to make a swap by hand.
+
+    Example: `curl -H 'content-type: application/json' -d @codes.json localhost:8000/decode
+    -o recon.mp4`
+    """
     if body.model is not None and body.model != engine.manifest.name:
         raise Problem("invalid-codes", f"the codes come from model {body.model!r}; this "
                       f"service runs {engine.manifest.name!r}")

@@ -18,6 +18,7 @@ router = APIRouter(tags=["latent operations"])
 
 
 @router.post("/generate", response_class=Response,
+             summary="New motions for a video's look, or new looks",
              responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def generate(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
@@ -34,10 +35,15 @@ async def generate(
     seed: Annotated[int | None, Query(ge=0, description=(
         "seed for the draws; default a random one, returned in X-Vdis-Seed"))] = None,
 ):
-    """n results sharing one factor with the input; the other factor is sampled.
+    """Upload a video and get n new videos that keep its look and move in new ways the model
+    makes up (sample=motion), or keep its motion with new looks (sample=appearance). The same
+    seed gives the same results; several results come tiled in one video.
 
-    With sample=motion, `frames` sets the length of the sampled motion (default: the model's
-    training length). Results come tiled or as a list (see the output formats).
+    With sample=motion, `frames` sets how long the new motions are (default: the model's
+    training length), and an appearance code from /encode can stand in for the video.
+
+    Example: `curl -F video=@service/static/samples/sprite-2-spellcard-left.mp4
+    'localhost:8000/generate?n=4&seed=0' -o motions.mp4`
     """
     if n > settings.MAX_SAMPLES:
         raise Problem("invalid-parameters", f"n={n} is above the limit of {settings.MAX_SAMPLES}")

@@ -11,7 +11,8 @@ from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 router = APIRouter(tags=["jobs"])
 
 
-@router.get("/jobs/{job_id}", response_class=Response, responses={
+@router.get("/jobs/{job_id}", response_class=Response,
+            summary="The state or answer of an async request", responses={
     200: {"description": "the job's state, or once done its request's own answer",
           "content": VIDEO_CONTENT},
     **responses(*UPLOAD_PROBLEMS, "not-found")})
@@ -22,6 +23,8 @@ async def job(job_id: str, request: Request) -> Response:
 
     POST /encode, /decode, /swap or /generate with `?async=true` answers 202 at once with the
     job's URL (also in `Location`); answers are kept VDIS_ASYNC_RESULT_TTL_S seconds.
+
+    Example: `curl localhost:8000/jobs/JOB_ID -o answer.mp4`
     """
     record = await request.app.state.jobs.get(job_id)
     if record is None:

@@ -16,7 +16,7 @@ from service.api.problems import UPLOAD_PROBLEMS, responses
 router = APIRouter(tags=["latent operations"])
 
 
-@router.post("/swap", response_class=Response,
+@router.post("/swap", response_class=Response, summary="Swap the look and the motion of two videos",
              responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def swap(
     engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
@@ -26,7 +26,12 @@ async def swap(
         "also return the converse (motion's appearance with appearance's motion), as a "
         "second result"))] = False,
 ):
-    """decode(f of `appearance`, z of `motion`); with both=true, two results (see tiling)."""
+    """Upload two videos and get one that looks like `appearance` and moves like `motion`.
+    With both=true you also get the converse, side by side.
+
+    Example: `curl -F appearance=@service/static/samples/sprite-1-walk-front.mp4
+    -F motion=@service/static/samples/sprite-3-slash-right.webm localhost:8000/swap -o swap.mp4`
+    """
     frames = frame_count(clip_options.frames, engine, settings)
     check_size(output, 1 + both, frames, engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     clip_a, clip_m = await asyncio.gather(  # the two decodes run in threads side by side
