@@ -82,7 +82,8 @@ evaluate: setup
 
 export: setup
 	$(PY) -m export $(CHECKPOINT) $(MODEL_OUT) --metrics $(EVAL_OUT)/results.json
-	$(PY) -m export verify $(MODEL_OUT) $(CHECKPOINT) --judge $(JUDGE)
+	$(PY) -m export verify $(MODEL_OUT) $(CHECKPOINT) --judge $(JUDGE) > $(EVAL_OUT)/verify.txt; \
+		status=$$?; cat $(EVAL_OUT)/verify.txt; exit $$status
 
 worker: setup-serve
 	$(PY) -m service.worker
