@@ -13,12 +13,13 @@ let model = null;  // GET /model
 // ---------------------------------------------------------------------------------------------
 // Talking to the API
 
-class ApiError extends Error {}
+// `problem`: the problem+json answer, when there was one (its `field` names a refused upload).
+class ApiError extends Error {
+  constructor(message, problem = null) { super(message); this.problem = problem; }
+}
 
 // Words a person can act on, from a problem+json answer (or from no answer at all).
-async function explain(response) {
-  let problem = null;
-  try { problem = await response.json(); } catch { /* not JSON: a proxy's page, say */ }
+async function explain(response, problem) {
   const hints = {
     413: "Try a shorter or smaller video.",
     415: "Upload a video file (MP4, WebM, GIF, ...).",
@@ -36,12 +37,53 @@ async function explain(response) {
 async function call(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, options);
+    response = options.onUpload ? await send(path, options) : await fetch(path, options);
   } catch (error) {
     throw new ApiError("The service cannot be reached: is it still running? (" + error.message + ")");
   }
-  if (!response.ok) throw new ApiError(await explain(response));
+  if (!response.ok) {
+    let problem = null;
+    try { problem = await response.clone().json(); } catch { /* not JSON: a proxy's page, say */ }
+    throw new ApiError(await explain(response, problem), problem);
+  }
   return response;
+}
+
+// fetch() cannot report an upload's progress; XMLHttpRequest can. Same Response as fetch gives.
+function send(path, { method = "POST", body, onUpload }) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, path);
+    xhr.responseType = "blob";
+    xhr.upload.onprogress = (event) => onUpload(event.loaded, event.total);
+    xhr.upload.onload = () => onUpload(Infinity, Infinity);  // all sent: the service works
+    xhr.onload = () => {
+      const headers = new Headers();
+      for (const line of xhr.getAllResponseHeaders().trim().split(/\r?\n/)) {
+        const at = line.indexOf(":");
+        if (at > 0) headers.append(line.slice(0, at).trim(), line.slice(at + 1).trim());
+      }
+      resolve(new Response(xhr.response, { status: xhr.status, statusText: xhr.statusText, headers }));
+    };
+    xhr.onerror = () => reject(new Error("the connection failed"));
+    xhr.send(body);
+  });
+}
+
+function kilobytes(bytes) {
+  return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} KB`;
+}
+
+// Upload progress of several requests sent together, summed over their files, shown on `task`.
+function uploads(task, bodies) {
+  const sizes = bodies.map((body) => [...body.values()].reduce((n, v) => n + (v.size || 0), 0));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const sent = sizes.map(() => 0);
+  task.uploading(0, total);
+  return bodies.map((_, i) => (loaded, size) => {
+    sent[i] = loaded === Infinity ? sizes[i] : sizes[i] * Math.min(1, loaded / (size || 1));
+    task.uploading(sent.reduce((a, b) => a + b, 0), total);
+  });
 }
 
 function form(fields) {
@@ -65,12 +107,17 @@ function busy(statusId, what) {
   line.className = "busy";
   status.append(line);
   const bar = document.createElement("progress");
+  let phase = what;  // "Uploading 12.0 of 36.5 KB…" while the files go up, then `what`
   const tick = () => {
-    line.textContent = `${what} ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    line.textContent = `${phase} ${((performance.now() - started) / 1000).toFixed(1)} s`;
   };
   tick();
   const timer = setInterval(tick, 100);
   return {
+    uploading(sent, total) {
+      phase = sent < total ? `Uploading ${kilobytes(sent)} of ${kilobytes(total)}…` : what;
+      tick();
+    },
     progress(done, total) {
       bar.max = total; bar.value = done;
       if (!bar.isConnected) status.append(bar);
@@ -117,12 +164,38 @@ function show(video, url) {
 
 function setSlot(slot, clip) {
   slots[slot] = clip;
+  refuse(slot, null);
   const video = $(`original-${slot}`);
+  const drop = video.closest(".drop");
+  drop.querySelector(".no-preview").hidden = true;
   show(video, URL.createObjectURL(clip.blob));
-  video.closest(".drop").classList.add("filled");
+  drop.classList.add("filled");
   video.title = clip.name;
   fillSources();
   updateButtons();
+}
+
+// A file the browser cannot play: its name and why, not a black box.
+function noPreview(slot) {
+  const video = $(`original-${slot}`);
+  const text = video.closest(".drop").querySelector(".no-preview");
+  video.hidden = true;
+  text.textContent = `${slots[slot] ? slots[slot].name : "This file"}: the browser cannot ` +
+    "preview it (the service may still read it)";
+  text.hidden = false;
+}
+
+// Mark a slot's upload as refused by the service (message), or clear the mark (null).
+function refuse(slot, message) {
+  const figure = document.querySelector(`.slot[data-slot="${slot}"]`);
+  const box = figure.querySelector(".slot-error");
+  figure.classList.toggle("refused", Boolean(message));
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function fit() {
+  return $("fit").value;
 }
 
 async function sampleClip(sample) {
@@ -171,6 +244,7 @@ function wireSlot(slot) {
   figure.append($("slot-template").content.cloneNode(true));
   figure.querySelector("figcaption").textContent = `Video ${slot.toUpperCase()}`;
   figure.querySelector("video").id = `original-${slot}`;
+  figure.querySelector("video").addEventListener("error", () => noPreview(slot));
   figure.querySelector(".drop").htmlFor = `file-${slot}`;
   figure.querySelector(".samples").dataset.slot = slot;
   const input = figure.querySelector("input");
@@ -196,30 +270,61 @@ function updateButtons() {
 // ---------------------------------------------------------------------------------------------
 // The three panels
 
+function clearResults() {
+  for (const id of ["result-ab", "result-ba"]) {
+    const video = $(id);
+    if (video.src.startsWith("blob:")) URL.revokeObjectURL(video.src);
+    video.removeAttribute("src");
+    video.load();
+    video.hidden = true;
+  }
+}
+
 async function swap() {
-  await withStatus("swap-status", "Swapping…", async () => {
-    const query = `?format=mp4&scale=${SCALE}`;
-    // Two requests side by side (not both=true) so each result is its own video.
-    const [ab, ba] = await Promise.all([
-      call("/swap" + query, { method: "POST", body: form({ appearance: slots.a, motion: slots.b }) }),
-      call("/swap" + query, { method: "POST", body: form({ appearance: slots.b, motion: slots.a }) }),
-    ]);
-    show($("result-ab"), await videoUrl(ab));
-    show($("result-ba"), await videoUrl(ba));
+  clearResults();  // a failed swap must not leave the last one's results beside its error
+  refuse("a", null);
+  refuse("b", null);
+  await withStatus("swap-status", "Swapping…", async (task) => {
+    const query = `?format=mp4&scale=${SCALE}&fit=${fit()}`;
+    // Two requests side by side (not both=true) so each result is its own video; `roles` says
+    // which slot each form field came from, to point at the upload the service refused.
+    const requests = [{ appearance: "a", motion: "b" }, { appearance: "b", motion: "a" }];
+    const bodies = requests.map((r) => form({ appearance: slots[r.appearance], motion: slots[r.motion] }));
+    const progress = uploads(task, bodies);
+    let results;
+    try {
+      results = await Promise.all(bodies.map((body, i) => call("/swap" + query,
+        { method: "POST", body, onUpload: progress[i] }).catch((error) => {
+        const field = error.problem && error.problem.field;
+        if (field) error.slot = requests[i][field];
+        throw error;
+      })));
+    } catch (error) {
+      if (error.slot) {
+        const clip = slots[error.slot];
+        error.message = `Video ${error.slot.toUpperCase()} (${clip.name}) was refused. ` +
+          error.message;
+        refuse(error.slot, `Refused: ${error.problem.detail}`);
+      }
+      throw error;
+    }
+    show($("result-ab"), await videoUrl(results[0]));
+    show($("result-ba"), await videoUrl(results[1]));
     return "";
   }, [$("swap-button")]);
 }
 
 async function generate() {
-  await withStatus("generate-status", "Generating…", async () => {
+  await withStatus("generate-status", "Generating…", async (task) => {
     const source = clipsAvailable().find((c) => c.id === $("generate-source").value);
     if (!source) throw new ApiError("Pick a clip for the appearance first.");
     const n = Number($("generate-n").value) || 4;
     const seed = $("generate-seed").value;
-    const query = new URLSearchParams({ n, format: "mp4", scale: SCALE });
+    const query = new URLSearchParams({ n, format: "mp4", scale: SCALE, fit: fit() });
     if (seed !== "") query.set("seed", seed);
+    const body = form({ video: await source.get() });
     const response = await call("/generate?" + query,
-                                { method: "POST", body: form({ video: await source.get() }) });
+                                { method: "POST", body, onUpload: uploads(task, [body])[0] });
     const grid = response.headers.get("X-Vdis-Grid") || "";
     const usedSeed = response.headers.get("X-Vdis-Seed");
     show($("generated"), await videoUrl(response));
@@ -237,7 +342,7 @@ async function grid() {
     if (chosen.length < 2) throw new ApiError("Tick at least two clips for the grid.");
     const clips = await Promise.all(chosen.map(async (c) => ({ ...c, clip: await c.get() })));
     const codes = await Promise.all(clips.map(async (c) => {
-      const response = await call("/encode", { method: "POST", body: form({ video: c.clip }) });
+      const response = await call(`/encode?fit=${fit()}`, { method: "POST", body: form({ video: c.clip }) });
       return response.json();
     }));
 
@@ -302,6 +407,8 @@ async function start() {
   $("swap-button").addEventListener("click", swap);
   $("generate-button").addEventListener("click", generate);
   $("grid-button").addEventListener("click", grid);
+  $("fit").addEventListener("change", () => { document.body.dataset.fit = fit(); });
+  document.body.dataset.fit = fit();
   try {
     model = await (await call("/model")).json();
     $("model-info").textContent =

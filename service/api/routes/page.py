@@ -18,3 +18,9 @@ router = APIRouter(include_in_schema=False, route_class=PublicRoute)  # no key n
 async def page() -> FileResponse:
     """Try the model in a browser: swaps, generated motions, a grid of every pairing."""
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """The page's icon (browsers ask for it at this path, whatever the page links)."""
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
