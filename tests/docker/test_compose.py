@@ -2,10 +2,12 @@
 
 (a) docker-compose.yml and docker-compose.cpu.yml against the compose specification (the schema
     vendored in check-jsonschema, so it runs offline), alone and merged as compose merges them;
-(b) the Dockerfiles, structurally: pinned base images, dependencies before code, non-root user,
-    health check, exec-form commands, what .dockerignore leaves in;
+(b) docker/Dockerfile, structurally, for each image it builds (its target stage and the stages
+    under it): pinned base images, dependencies before code, non-root user, health check,
+    exec-form commands, one onnxruntime; what .dockerignore leaves in;
 (c) every command the containers run (CMD, compose `command`, health checks), started outside
     Docker with the environment compose gives it, against the local Redis.
+tests/docker/test_stack.py builds the CPU images and runs the stack in Docker.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from tests.service.redisutil import REDIS_URL, delete_keys, free_port, wait_for
 
 COMPOSE = REPO / "docker-compose.yml"
 CPU_OVERRIDE = REPO / "docker-compose.cpu.yml"
-DOCKERFILES = {"api": REPO / "docker" / "api.Dockerfile",
-               "worker": REPO / "docker" / "worker.Dockerfile"}
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+# The images compose builds from it: (target, FLAVOUR)
+IMAGES = {"api": ("api", "cpu"), "worker-cpu": ("worker", "cpu"), "worker-gpu": ("worker", "gpu")}
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
 RESET = object()  # compose's `!reset` tag: drop the key when merging
 
@@ -112,10 +115,12 @@ def test_compose_files_follow_the_compose_spec(tmp_path):
 
 
 def test_services_redis_api_and_scalable_gpu_workers():
-    services = load_yaml(COMPOSE)["services"]
+    compose = load_yaml(COMPOSE)
+    services = compose["services"]
     assert set(services) == {"redis", "api", "worker"}
     redis, api, worker = services["redis"], services["api"], services["worker"]
-    assert redis["image"] == "redis:7-alpine"
+    assert interpolate(redis["image"]) == "redis:7-alpine"
+    assert interpolate(redis["image"], {"VDIS_REDIS_IMAGE": "vdis-redis"}) == "vdis-redis"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     for service in (api, worker):
         assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
@@ -125,15 +130,33 @@ def test_services_redis_api_and_scalable_gpu_workers():
     device = worker["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert interpolate(worker["environment"]["VDIS_REQUIRE_GPU"]) == "true"
+    builds = {name: (services[name]["build"]["target"],
+                     services[name]["build"].get("args", {}).get("FLAVOUR", "cpu"))
+              for name in ("api", "worker")}
+    assert builds == {"api": IMAGES["api"], "worker": IMAGES["worker-gpu"]}
+
+
+def test_redis_keeps_accepted_jobs_across_a_restart():
+    """The job streams are in an append-only file, fsynced each second, on a named volume."""
+    compose = load_yaml(COMPOSE)
+    command = compose["services"]["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert command[0] == "redis-server"
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    (volume,) = compose["services"]["redis"]["volumes"]
+    name, target = volume.split(":")
+    assert target == options["--dir"] == "/data" and name in compose["volumes"]
 
 
 def test_cpu_override_drops_the_gpu():
     worker = merged_cpu()["services"]["worker"]
     assert "deploy" not in worker
-    assert worker["build"]["dockerfile"] == "docker/api.Dockerfile"
+    assert (worker["build"]["target"], worker["build"]["args"]["FLAVOUR"]) == IMAGES["worker-cpu"]
+    assert worker["build"]["dockerfile"] == "docker/Dockerfile"
+    assert interpolate(worker["image"]).startswith("vdis-worker-cpu:")
     assert worker["environment"]["VDIS_PROVIDERS"] == "CPUExecutionProvider"
     assert worker["environment"]["VDIS_REQUIRE_GPU"] == "false"
-    assert worker["healthcheck"]["test"][1:] == ["python", "-m", "service.worker", "--check"]
+    assert "command" not in worker and "healthcheck" not in worker  # the worker stage's own
 
 
 def test_every_setting_in_compose_is_a_real_setting():
@@ -148,7 +171,7 @@ def test_every_setting_in_compose_is_a_real_setting():
                     Settings(**{key[5:]: interpolate(str(value))})
 
 
-# -- (b) the Dockerfiles --------------------------------------------------------------------
+# -- (b) the Dockerfile ---------------------------------------------------------------------
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
@@ -158,12 +181,57 @@ def instructions(path: Path) -> list[tuple[str, str]]:
             for line in lines if line and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def build_args(path: Path = DOCKERFILE) -> dict[str, str]:
+    """The global ARGs (before the first FROM) and their defaults."""
+    args = {}
+    for kind, value in instructions(path):
+        if kind == "FROM":
+            break
+        name, _, default = value.partition("=")
+        args[name] = default
+    return args
+
+
+def stages(path: Path = DOCKERFILE) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Each stage's name: (what it is FROM, its instructions after the FROM)."""
+    found, current = {}, None
+    for kind, value in instructions(path):
+        if kind == "FROM":
+            base, _, name = value.partition(" AS ")
+            current = found[name.strip()] = (base.strip(), [])
+        elif current is not None:
+            current[1].append((kind, value))
+    return found
+
+
+def image_steps(image: str) -> tuple[str, list[tuple[str, str]]]:
+    """The base image an image of IMAGES starts from and every instruction it runs, as BuildKit
+    chains the stages for its target and FLAVOUR (the default BASE)."""
+    target, flavour = IMAGES[image]
+    args, found = {**build_args(), "FLAVOUR": flavour}, stages()
+    chain, name = [], target
+    while name in found:
+        base, steps = found[name]
+        chain[:0] = steps
+        name = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+    return name, chain
+
+
+def test_one_dockerfile_builds_every_image():
+    """api and worker are targets over one runtime stage: a GPU worker runs the lines that the
+    CPU images run in tests/docker/test_stack.py, less its base stage."""
+    found = stages()
+    assert found["api"][0] == found["worker"][0] == "runtime"
+    assert found["runtime"][0] == "base-${FLAVOUR}"
+    assert build_args()["FLAVOUR"] == "cpu"
+    assert found["base-cpu"] == ("${BASE}", [])
+    assert image_steps("worker-gpu")[1][len(found["base-gpu"][1]):] == image_steps("worker-cpu")[1]
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
 def test_dockerfile_structure(image):
-    steps = instructions(DOCKERFILES[image])
+    base, steps = image_steps(image)
     kinds = [k for k, _ in steps]
-    base = steps[0][1]
-    assert kinds[0] == "FROM" and kinds.count("FROM") == 1
     assert re.fullmatch(r"[\w./-]+:\d+(\.\d+)+[\w.-]*", base), f"pin the base image: {base}"
     # dependencies are installed before the code is copied, so code edits reuse that layer
     install = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install" in a)
@@ -186,8 +254,8 @@ def test_dockerfile_structure(image):
 def test_containers_run_as_non_root():
     """Each image ends as a system user made with a non-zero uid, and compose takes nothing
     back: no `user: root`, no privileged mode, no added capabilities."""
-    for image, path in DOCKERFILES.items():
-        steps = instructions(path)
+    for image in IMAGES:
+        steps = image_steps(image)[1]
         user = [a for k, a in steps if k == "USER"][-1]
         created = [a for k, a in steps if k == "RUN" and "useradd" in a]
         assert created and re.search(rf"--uid (\d+) .*\b{user}$", created[-1]), image
@@ -206,9 +274,13 @@ def test_one_onnxruntime_per_image():
     assert "onnxruntime" in names["cpu"] and "onnxruntime-gpu" not in names["cpu"]
     assert "onnxruntime-gpu" in names["gpu"] and "onnxruntime" not in names["gpu"]
     assert not any(n.startswith("torch") for n in names["cpu"])
-    api = DOCKERFILES["api"].read_text()
-    assert "--onnxruntime cpu" in api and "nvidia" not in api
-    assert "--onnxruntime gpu" in DOCKERFILES["worker"].read_text()
+    install = next(a for k, a in stages()["runtime"][1] if k == "RUN" and "requirements.py" in a)
+    assert "--onnxruntime ${FLAVOUR}" in install
+    for image, (_, flavour) in IMAGES.items():
+        base, steps = image_steps(image)
+        assert ("nvidia" in base) == (flavour == "gpu"), image
+        assert "VDIS_REQUIRE_GPU=true" in " ".join(a for k, a in steps if k == "ENV") \
+            or flavour == "cpu", image
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -228,26 +300,30 @@ def test_the_shipped_model_is_there_to_bake_in():
 
 # -- (c) the containers' commands, outside Docker ---------------------------------------------
 
-def container_command(image: str) -> list[str]:
-    cmd = next(a for k, a in instructions(DOCKERFILES[image]) if k == "CMD")
+def container_command(target: str) -> list[str]:
+    cmd = next(a for k, a in stages()[target][1] if k == "CMD")
     return json.loads(cmd)
 
 
-def healthcheck(image: str) -> list[str]:
-    args = next(a for k, a in instructions(DOCKERFILES[image]) if k == "HEALTHCHECK")
+def healthcheck(target: str) -> list[str]:
+    args = next(a for k, a in stages()[target][1] if k == "HEALTHCHECK")
     return json.loads(args[args.index("["):])
+
+
+def on_port(command: list[str], port: int) -> list[str]:
+    """A container command that serves (or checks) `port` on 127.0.0.1 instead of :8000."""
+    command = [c.replace(":8000/", f":{port}/") for c in command]
+    if "--port" in command:
+        command[command.index("--port") + 1] = str(port)
+    if "--host" in command:
+        command[command.index("--host") + 1] = "127.0.0.1"
+    return command
 
 
 def local(command: list[str], port: int | None = None) -> list[str]:
     """A container command for this machine: this Python, and a free port for 8000."""
     command = [sys.executable if c == "python" else c for c in command]
-    if port is not None:
-        command = [c.replace(":8000/", f":{port}/") for c in command]
-        if "--port" in command:
-            command[command.index("--port") + 1] = str(port)
-        if "--host" in command:
-            command[command.index("--host") + 1] = "127.0.0.1"
-    return command
+    return command if port is None else on_port(command, port)
 
 
 def compose_env(service: dict, model_dir: Path, prefix: str) -> dict[str, str]:
@@ -282,8 +358,8 @@ def test_api_and_cpu_worker_start_answer_and_stop(tiny_model_dir, tmp_path):
     prefix = f"vdis-test-docker-{uuid.uuid4().hex[:8]}"
     api_env = compose_env(services["api"], tiny_model_dir, prefix)
     worker_env = compose_env(services["worker"], tiny_model_dir, prefix)
-    worker_cmd = local(services["worker"]["command"])
-    worker_check = local(services["worker"]["healthcheck"]["test"][1:])
+    worker_cmd = local(container_command("worker"))
+    worker_check = local(healthcheck("worker"))
     port = free_port()
     api_cmd, api_check = local(container_command("api"), port), local(healthcheck("api"), port)
     assert api_cmd[1:4] == ["-m", "uvicorn", "service.app:app"]
