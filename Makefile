@@ -14,7 +14,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train ship judge check-judge evaluate export clean bench
+.PHONY: setup setup-serve serve worker test reliability lint data train ship judge check-judge evaluate export clean bench docker-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ RELIABILITY := tests/service/test_fuzz.py tests/service/test_hostile_uploads.py 
 	tests/docker/test_compose.py::test_containers_run_as_non_root
 reliability: setup
 	$(PY) -m pytest -q -s -p no:warnings $(RELIABILITY)
+
+# The Docker stack really run (tests/docker/test_stack.py, also part of `make test` where Docker
+# can run): the CPU images built on a local Debian base (docker/build-local.sh; cached after the
+# first run), then Redis, the API and two workers from the compose files, with the figures
+# printed. Needs a running Docker daemon, or root and Debian's docker.io to start one.
+docker-test: setup
+	VDIS_DOCKER_TEST=1 $(PY) -m pytest -q -p no:warnings tests/docker/test_stack.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
