@@ -7,10 +7,14 @@
 # Builds run with host networking (apt and pip reach their registries as the host does) and
 # hand the host's /etc/pip.conf and CA bundle to pip as build secrets, never into a layer.
 # Each step prints how long it took; a second run reuses the base and the build cache.
-# DOCKER: the docker CLI (one with BuildKit: Docker 23+ with buildx, or Debian's docker.io).
+# DOCKER: the docker CLI; by default `docker` if it has buildx, else Debian's docker.io CLI
+# (20.10, BuildKit built in), since a Docker 23+ CLI without buildx refuses to build with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docker=${DOCKER:-docker}
+if [ -z "${DOCKER:-}" ] && ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
+    docker=/usr/bin/docker
+fi
 base=${VDIS_BASE:-vdis-base:bookworm}
 tag=${VDIS_TAG:-latest}
 secrets=()
