@@ -127,7 +127,8 @@ def test_client_errors_are_one_clear_line(service_url, tmp_path):
     assert result.returncode == 1
     # a progress line, then the problem in one line: status, title, detail
     assert result.stderr.splitlines()[-1].startswith(
-        "vdis encode: 400 The upload is not a video FFmpeg can read: no video container")
+        "vdis encode: 400 The upload is not a video FFmpeg can read: `video` (notes.mp4) is "
+        "refused: no video container")
     result = vdis("generate", SAMPLES[0], "-n", 99, "-o", tmp_path / "x.mp4", url=service_url)
     assert result.returncode == 1 and "n=99 is above the limit" in result.stderr
     result = vdis("swap", SAMPLES[0], SAMPLES[1], "-o", tmp_path / "x.avi", url=service_url)
