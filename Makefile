@@ -14,7 +14,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve worker test reliability lint data train ship judge check-judge evaluate export clean bench docker-test
+.PHONY: setup setup-serve serve worker test reliability lint data train ship judge check-judge evaluate export clean bench docker-test bench-peers
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -103,3 +103,16 @@ bench: setup
 	$(PY) -m bench.ceiling --out $(BENCH_OUT)
 	$(PY) -m bench.served --out $(BENCH_OUT)
 	$(PY) -m bench.report --out $(BENCH_OUT)
+
+# vdis against its peers (bench/compare.py, docs/benchmarks.md): a plain FastAPI + onnxruntime
+# app, a BentoML service with adaptive batching and the in-process pipeline limit, interleaved,
+# under Apache Bench (apache2-utils, installed here if missing and root). BentoML goes into a venv
+# of its own, .venv-bench (pyproject's bench-peers extra), never into the serving one. About 5
+# minutes on 2 cores; the figures mean something only on an otherwise idle machine.
+bench-peers: setup
+	command -v ab >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
+		apt-get install -y -qq apache2-utils </dev/null; } || \
+		{ echo "bench-peers needs Apache Bench: apt-get install apache2-utils"; exit 1; }
+	[ -x .venv-bench/bin/bentoml ] || { $(PYTHON) -m venv .venv-bench && \
+		.venv-bench/bin/pip install -q -e '.[bench-peers]'; }
+	$(PY) -m bench.compare --bench-venv .venv-bench --out $(BENCH_OUT)
