@@ -18,8 +18,8 @@ networking and 127.0.0.1 ports for every container, since nothing here may talk 
 bridge's private addresses. docker-compose 1.29 (the one the registries here have) cannot
 read `!reset` or `name:`, which the derived file does not need.
 
-Part of `make test` where Docker can run (about 80 s with the images cached, about 4 minutes
-more to build them cold); `make docker-test` runs it alone. Where it cannot, or with
+Part of `make test` where Docker can run (about 90 s with the images cached, 2 minutes more
+to build them cold); `make docker-test` runs it alone. Where it cannot, or with
 VDIS_DOCKER_TEST=0, it is skipped with the reason in pytest's summary.
 """
 
@@ -47,6 +47,7 @@ from service.settings import REPO
 from tests.docker.test_compose import (
     container_command,
     healthcheck,
+    interpolate,
     merged_cpu,
     on_port,
 )
@@ -69,7 +70,8 @@ DOCKERD_LOG = Path("/var/log/vdis-dockerd.log")
 COMPOSE_ENV = {"VDIS_TAG": TAG, "VDIS_REDIS_IMAGE": f"vdis-redis:{TAG}",
                "VDIS_INTRA_OP_THREADS": "1", "VDIS_CLAIM_IDLE_MS": "3000",
                "VDIS_MAX_WAIT_MS": "500", "VDIS_REQUEST_TIMEOUT_S": "60"}
-PREFIX = Keys("vdis")  # the compose default VDIS_REDIS_PREFIX, on the stack's own Redis
+# The keys on the stack's own Redis, under the compose file's default VDIS_REDIS_PREFIX
+PREFIX = Keys(interpolate(merged_cpu()["services"]["api"]["environment"]["VDIS_REDIS_PREFIX"]))
 
 
 def report(pytestconfig, line: str) -> None:
@@ -268,6 +270,9 @@ def stack(pytestconfig, tmp_path_factory):
         networks = {stack.inspect(c, "{{.HostConfig.NetworkMode}}")
                     for service in ("redis", "api", "worker") for c in stack.containers(service)}
         assert networks == {"host"}, networks  # nothing on a bridge
+        users = {stack.inspect(c, "{{.Config.User}}")
+                 for service in ("api", "worker") for c in stack.containers(service)}
+        assert users == {"vdis"}, users  # the images' own non-root user, untouched by compose
         report(pytestconfig, f"compose up to healthy (Redis, the API, 2 workers): "
                              f"{time.monotonic() - started:.1f} s")
         yield stack
@@ -296,18 +301,12 @@ def mp4_frames(content: bytes) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def swap_requests(stack: Stack, n: int, timeout_s: float = 90) -> list[asyncio.Task]:
+def swap_requests(client: httpx.AsyncClient, n: int) -> list[asyncio.Task]:
     """n /swap requests (npz answers) started now, on the running event loop."""
-    client = httpx.AsyncClient(base_url=stack.url, timeout=timeout_s)
-
-    async def one(i: int) -> httpx.Response:
-        return await client.post("/swap", params={"format": "npz"},
-                                 files={"appearance": ("a.mp4", clip(i), "video/mp4"),
-                                        "motion": ("m.mp4", clip(i + 100), "video/mp4")})
-    tasks = [asyncio.create_task(one(i)) for i in range(n)]
-    done = asyncio.gather(*tasks, return_exceptions=True)
-    done.add_done_callback(lambda _: asyncio.ensure_future(client.aclose()))
-    return tasks
+    return [asyncio.create_task(client.post(
+        "/swap", params={"format": "npz"},
+        files={"appearance": ("a.mp4", clip(i), "video/mp4"),
+               "motion": ("m.mp4", clip(i + 100), "video/mp4")})) for i in range(n)]
 
 
 def held(stack: Stack) -> dict[str, int]:
@@ -350,22 +349,23 @@ def test_a_worker_container_killed_mid_batch_loses_no_request(stack, pytestconfi
     n = 24
 
     async def main():
-        tasks = swap_requests(stack, n)
-        workers = stack.worker_containers()
-        victim, lost = None, 0
-        deadline = time.monotonic() + 60
-        while victim is None:
-            assert time.monotonic() < deadline, "no worker ever held a batch"
-            for name, count in held(stack).items():
-                pid = int(name.rsplit("-", 1)[1])
-                if pid in workers and count >= 4:
-                    victim, lost = workers[pid], count
-                    break
-            await asyncio.sleep(0.02)
-        await asyncio.to_thread(run, [stack.cli, "kill", victim])
-        killed = time.monotonic()
-        answers = await asyncio.gather(*tasks, return_exceptions=True)
-        return victim, lost, answers, time.monotonic() - killed
+        async with httpx.AsyncClient(base_url=stack.url, timeout=90) as client:
+            tasks = swap_requests(client, n)
+            workers = stack.worker_containers()
+            victim, lost = None, 0
+            deadline = time.monotonic() + 60
+            while victim is None:
+                assert time.monotonic() < deadline, "no worker ever held 4 jobs at once"
+                for name, count in held(stack).items():
+                    pid = int(name.rsplit("-", 1)[1])
+                    if pid in workers and count >= 4:
+                        victim, lost = workers[pid], count
+                        break
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(run, [stack.cli, "kill", victim])
+            killed = time.monotonic()
+            answers = await asyncio.gather(*tasks, return_exceptions=True)
+            return victim, lost, answers, time.monotonic() - killed
 
     victim, lost, answers, after_s = asyncio.run(main())
     codes = [a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers]
