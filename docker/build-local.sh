@@ -34,7 +34,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 build() {
     DOCKER_BUILDKIT=1 "$docker" build --progress plain --network host --build-arg BASE="$base" \
-        "$@" >"$log" 2>&1 || { tail -n 30 "$log"; return 1; }
+        --label vdis.build-local=1 "$@" >"$log" 2>&1 || { tail -n 30 "$log"; return 1; }
 }
 
 step "base $base" env DOCKER="$docker" docker/local-base.sh "$base"
@@ -43,3 +43,5 @@ step "vdis-api:$tag" build "${secrets[@]}" -f docker/Dockerfile --target api \
 step "vdis-worker-cpu:$tag" build "${secrets[@]}" -f docker/Dockerfile --target worker \
     -t "vdis-worker-cpu:$tag" .
 step "vdis-redis:$tag" build -f docker/redis.Dockerfile -t "vdis-redis:$tag" docker
+# The images these tags pointed to before (untagged now): this script's own, nobody else's.
+"$docker" image prune -f --filter label=vdis.build-local=1 >/dev/null
