@@ -13,8 +13,9 @@ Round-robin over the systems, `--rounds` times (2), so slow drift on the machine
 Load: `ab` with a new connection per request (no keep-alive, for every system alike), the same
 multipart body for every request: /encode one 64x64 8-frame MP4 (`video`), /swap two
 (`appearance`, `motion`; the first two shipped samples, as bench/served.py makes them), at each
-`--concurrency`, `--requests` timed after `concurrency` untimed ones. CPU ms per request is the
-server's process tree's CPU time (its workers and children included) over the timed requests.
+`--concurrency`, `--requests` timed after max(concurrency, 16) untimed ones. CPU ms per request
+is the server's process tree's CPU time (its workers and children included) over the timed
+requests.
 
 Ratios, at the highest concurrency measured (32 by default) and at 1: vdis / pipeline limit
 and vdis / best peer for /swap; vdis / limit for /encode; vdis p50 / plain p50 at 1.
@@ -65,6 +66,9 @@ PEERS = ("plain", "bento")
 ENDPOINTS = {"swap": ("/swap", ("appearance", "motion")), "encode": ("/encode", ("video",))}
 BENCH_VENV = REPO / ".venv-bench"
 AB_TIMEOUT_S = 120
+# Untimed requests before each run, at its concurrency: one per client, and at least this many
+# (BentoML's dispatcher learns its batches' latency over its first calls).
+WARMUP_MIN = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +226,7 @@ def measure_server(server: Server, bodies: dict[str, Path], endpoints: list[str]
     for endpoint in endpoints:
         url = server.url + ENDPOINTS[endpoint][0]
         for c in concurrency:
-            ab(url, bodies[endpoint], c, c, folder)  # warm-up: one request per client
+            ab(url, bodies[endpoint], c, max(c, WARMUP_MIN), folder)  # untimed
             cpu = server.cpu_s()
             result = ab(url, bodies[endpoint], c, requests, folder)
             result["cpu_ms"] = 1000 * (server.cpu_s() - cpu) / max(result["complete"], 1)

@@ -4,10 +4,12 @@ files and the same video IO (service.videoio), no torch.
 
 Two services, as BentoML's adaptive batching asks for: `Peer`, the HTTP face (2 workers,
 PEER_BENTO_WORKERS), decodes the uploads and encodes the MP4 in threads, and calls `Model`
-(1 worker, so one dispatcher sees every request), whose batchable methods run the encoder and
-the decoder on the batches BentoML's dispatcher forms (up to 16 clips, PEER_BENTO_MAX_BATCH), in
-one session per graph on all the cores (PEER_BENTO_THREADS; 0: onnxruntime's default). A
-batchable method takes and gives one array, so the codes travel packed in one row per clip.
+(1 worker, PEER_BENTO_MODEL_WORKERS, so one dispatcher sees every request), whose batchable
+methods run the encoder and the decoder on the batches BentoML's dispatcher forms (up to 16
+clips, PEER_BENTO_MAX_BATCH), one session per graph on 1 intra-op thread (PEER_BENTO_THREADS;
+0: onnxruntime's default, a spinning thread per core, against which the HTTP workers' video IO
+competes: a smoke run on the busy 2-core host gave 126 ms of CPU per /swap, 64 with 1 thread).
+A batchable method takes and gives one array, so the codes travel packed in one row per clip.
 
 BentoML 1.4's client between services recycles its connection session every
 `runner_connection.max_requests` (100) calls, closing it under the calls still in flight, which
@@ -42,7 +44,8 @@ from service import videoio
 from service.engine.manifest import load_manifest
 
 WORKERS = int(os.environ.get("PEER_BENTO_WORKERS", "2"))
-THREADS = int(os.environ.get("PEER_BENTO_THREADS", "0"))
+MODEL_WORKERS = int(os.environ.get("PEER_BENTO_MODEL_WORKERS", "1"))
+THREADS = int(os.environ.get("PEER_BENTO_THREADS", "1"))
 MAX_BATCH = int(os.environ.get("PEER_BENTO_MAX_BATCH", "16"))
 NEVER_RECYCLE = {"max_requests": 2**31 - 1, "max_age": 1e9}  # see the module docstring
 TIMEOUT = {"timeout": 120}
@@ -54,7 +57,7 @@ def split_sizes(manifest) -> list[int]:
     return [f, f, tz, tz]
 
 
-@bentoml.service(workers=1, traffic=TIMEOUT, runner_connection=NEVER_RECYCLE)
+@bentoml.service(workers=MODEL_WORKERS, traffic=TIMEOUT, runner_connection=NEVER_RECYCLE)
 class Model:
     def __init__(self) -> None:
         self.manifest, self.sessions = open_sessions(model_dir(), THREADS)
