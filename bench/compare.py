@@ -356,7 +356,8 @@ def plot(data: dict, path: Path) -> None:
         ax.set_title(f"/{endpoint}")
         ax.set_ylabel("requests per second")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the legend above the bars and line
+        ax.legend(fontsize=8, ncol=2, loc="upper left")
     fig.suptitle(f"vdis and its peers ({data['machine']['cores']} cores; "
                  f"median of {data['rounds']} rounds)", fontsize=10)
     fig.tight_layout()
