@@ -296,6 +296,12 @@ class RedisRunner(AsyncRunner):
                 except Exception as error:  # stored as the job's answer, not dropped
                     log.exception("async job %s failed", job_id)
                     state, answer = _failure(f"the job failed: {error}", path)
+                if state["code"] == 503:  # Redis was away or the queue full: not an answer
+                    await self.redis.hincrby(key, "attempts", -1)
+                    await self.store.put(job_id, {"status": "queued"})
+                    log.warning("async job %s: 503 (%s); it stays queued and is retried",
+                                job_id, answer[:200])
+                    return  # left pending: taken again once its claim is stale
             await self.store.put(job_id, state, answer)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xack(self.keys.async_requests, ASYNC_GROUP, entry_id)

@@ -3,6 +3,7 @@ kill that process (SIGKILL, mid-job) and start another, and the job is still ans
 job's failure is kept as its answer. Real API subprocesses, a real worker, a real Redis."""
 
 import io
+import json
 import signal
 
 import httpx
@@ -66,4 +67,53 @@ def test_an_accepted_job_outlives_the_api_process_that_accepted_it(model_dir, mp
                 api.stop()
         if worker is not None:
             worker.stop()
+        delete_keys(prefix)
+
+
+def test_a_503_is_not_kept_as_an_async_jobs_answer_it_is_retried():
+    """Redis away for a moment (or the queue full) makes the request itself answer 503: the
+    job stays queued and is run again once its claim is stale, instead of keeping the 503."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from redis import asyncio as aioredis
+
+    from service.jobs import RedisRunner
+
+    calls = []
+    app = FastAPI()
+
+    @app.post("/encode")
+    async def flaky() -> JSONResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return JSONResponse({"type": "/problems/engine-unavailable"}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    prefix = unique_prefix("retry503")
+
+    class Transport:  # what RedisRunner takes from a RedisEngine
+        redis = aioredis.Redis.from_url(REDIS_URL)
+        keys = Keys(prefix)
+        address = REDIS_URL
+
+    async def main():
+        runner = RedisRunner(Transport, ttl_s=60, claim_idle_s=0.3, concurrency=2)
+        await runner.start(app)
+        try:
+            await runner.accept("job1", "/encode", [], [], b"")
+            for _ in range(200):
+                record = await runner.store.get("job1")
+                if record and record[0]["status"] == "done":
+                    return record
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"not answered: {record}")
+        finally:
+            await runner.close()
+            await Transport.redis.aclose()
+    try:
+        state, body = asyncio.run(main())
+        assert state["code"] == 200 and json.loads(body) == {"ok": True} and len(calls) == 2
+    finally:
         delete_keys(prefix)
