@@ -206,13 +206,13 @@ def tone_check(judge: Judge, attribute: int, clips: int = 270, seed: int = 0) ->
     pick = np.random.default_rng(seed).choice(len(test), size=min(clips, len(test)),
                                               replace=False)
     neighbour = neighbour_classes(attribute)
-    own, other = [], []
+    moved = []
     for i in pick:
         classes = list(sprites.character_attributes(int(test.character[i])))
-        own.append(np.asarray(test.videos[i]))
         classes[attribute] = neighbour[classes[attribute]]
-        other.append(sprites.render_clip(sprites.character_id(*classes), int(test.motion[i])))
-    own_t, other_t = to_tensor(np.stack(own)), to_tensor(np.stack(other))
+        moved.append(sprites.character_id(*classes))
+    own_t = to_tensor(np.asarray(test.videos[pick]))
+    other_t = to_tensor(sprites.AllClips().clips(np.array(moved), test.motion[pick]))
     truth = test.appearance[pick, attribute]
     expected_other = np.array([neighbour[c] for c in truth])
     out: dict = {"attribute": sprites.ATTRIBUTES[attribute], "clips": len(pick),
@@ -320,14 +320,12 @@ def colour_oracle(decoded: torch.Tensor, character: np.ndarray, motion: np.ndarr
     must agree with it: a judge that forgives a close tone reads a clip as its own class where
     the nearest true colours are another's.
     """
-    out = {}
-    for attribute in ORACLE_ATTRIBUTES:
-        preds = []
-        for i in range(0, len(decoded), batch):
-            got = (decoded[i:i + batch].permute(0, 1, 3, 4, 2).numpy() * 255).astype(np.float32)
-            n = len(got)
-            classes = np.array([sprites.character_attributes(int(c))
-                                for c in character[i:i + n]])
+    preds: dict[int, list[np.ndarray]] = {a: [] for a in ORACLE_ATTRIBUTES}
+    for i in range(0, len(decoded), batch):
+        got = (decoded[i:i + batch].permute(0, 1, 3, 4, 2).numpy() * 255).astype(np.float32)
+        n = len(got)
+        classes = np.array([sprites.character_attributes(int(c)) for c in character[i:i + n]])
+        for attribute in ORACLE_ATTRIBUTES:
             dist = np.zeros((n, sprites.N_CLASSES))
             masks, candidates = [], []
             for cls in range(sprites.N_CLASSES):
@@ -340,9 +338,8 @@ def colour_oracle(decoded: torch.Tensor, character: np.ndarray, motion: np.ndarr
             for cls in range(sprites.N_CLASSES):
                 sq = ((got - candidates[cls]) ** 2).sum(-1)
                 dist[:, cls] = (sq * region).reshape(n, -1).sum(1)
-            preds.append(dist.argmin(1))
-        out[sprites.ATTRIBUTES[attribute]] = np.concatenate(preds)
-    return out
+            preds[attribute].append(dist.argmin(1))
+    return {sprites.ATTRIBUTES[a]: np.concatenate(p) for a, p in preds.items()}
 
 
 def oracle_agreement(decoded: torch.Tensor, judged: np.ndarray, truth: np.ndarray,
@@ -447,7 +444,8 @@ def summarise(runs: list[dict]) -> dict:
         for name in sprites.LAYER_NAMES:
             out[f"c_colour_{name}"] = stat([c["per_layer_within_8"][name] for c in colour])
         out["c_colour_mean_abs_error"] = stat([c["mean_abs_error"] for c in colour])
-    for name in runs[0]["c"].get("oracle", {}) if runs else ():
+    oracle = runs[0]["c"].get("oracle", {}) if runs else {}
+    for name in oracle:
         out[f"c_oracle_{name}"] = stat([x["c"]["oracle"][name]["oracle_accuracy"] for x in runs])
         out[f"c_oracle_agrees_{name}"] = stat([x["c"]["oracle"][name]["judge_agrees"]
                                                for x in runs])
