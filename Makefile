@@ -75,7 +75,7 @@ clean:
 # The judge, its close-tone check, and the evaluation and export steps of `make train` (by
 # default on the shipped checkpoint, into docs/evaluation and models/sprites).
 CHECKPOINT ?= checkpoints/sprites-dsvae.safetensors
-JUDGE ?= models/judge/sprites-judge.safetensors
+JUDGE ?= checkpoints/judge/sprites-judge.safetensors
 EVAL_OUT ?= docs/evaluation
 MODEL_OUT ?= models/sprites
 judge: setup

@@ -1,8 +1,8 @@
 """Judge disentanglement the way the papers do (see docs/evaluation.md).
 
-    python -m model.evaluate train-judge --out models/judge/sprites-judge.safetensors
+    python -m model.evaluate train-judge --out checkpoints/judge/sprites-judge.safetensors
     python -m model.evaluate run --model runs/sprites/model.safetensors \
-        --judge models/judge/sprites-judge.safetensors --out docs/evaluation
+        --judge checkpoints/judge/sprites-judge.safetensors --out docs/evaluation
 
 The judge is a classifier trained with full supervision on the Sprites training characters:
 a per-frame conv encoder, a bidirectional LSTM over frames, one motion head (9 classes) and
@@ -710,24 +710,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the Sprites judge or evaluate a model.")
     sub = p.add_subparsers(dest="command", required=True)
     tj = sub.add_parser("train-judge", help="train the supervised Sprites judge")
-    tj.add_argument("--out", default="models/judge/sprites-judge.safetensors")
+    tj.add_argument("--out", default="checkpoints/judge/sprites-judge.safetensors")
     tj.add_argument("--epochs", type=int, default=8)
     tj.add_argument("--subset", type=int, default=0)
     tj.add_argument("--threads", type=int, default=0)
     run = sub.add_parser("run", help="evaluate a trained model with the judge")
     run.add_argument("--model", required=True)
-    run.add_argument("--judge", default="models/judge/sprites-judge.safetensors")
+    run.add_argument("--judge", default="checkpoints/judge/sprites-judge.safetensors")
     run.add_argument("--out", default="docs/evaluation")
     run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--subset", type=int, default=0)
     run.add_argument("--threads", type=int, default=0)
     cj = sub.add_parser("check-judge", help="does the judge tell close skin and trouser "
                                            "tones apart (tone_check)")
-    cj.add_argument("--judge", default="models/judge/sprites-judge.safetensors")
+    cj.add_argument("--judge", default="checkpoints/judge/sprites-judge.safetensors")
     cj.add_argument("--clips", type=int, default=270)
     cj.add_argument("--threads", type=int, default=0)
     tm = sub.add_parser("train-mmnist-judge", help="train the Moving MNIST digit judge")
-    tm.add_argument("--out", default="models/judge/mmnist-judge.safetensors")
+    tm.add_argument("--out", default="checkpoints/judge/mmnist-judge.safetensors")
     tm.add_argument("--n", type=int, default=9000, help="training clips")
     tm.add_argument("--epochs", type=int, default=12)
     tm.add_argument("--frames", type=int, default=2,
@@ -736,7 +736,7 @@ def main(argv: list[str] | None = None) -> None:
     tm.add_argument("--threads", type=int, default=0)
     rm = sub.add_parser("run-mmnist", help="digit identity of a Moving MNIST model")
     rm.add_argument("--model", required=True)
-    rm.add_argument("--judge", default="models/judge/mmnist-judge.safetensors")
+    rm.add_argument("--judge", default="checkpoints/judge/mmnist-judge.safetensors")
     rm.add_argument("--out", default="docs/evaluation/mmnist")
     rm.add_argument("--seeds", type=int, default=3)
     rm.add_argument("--n", type=int, default=MMNIST_TEST_CLIPS, help="test clips")

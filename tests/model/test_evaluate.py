@@ -80,7 +80,7 @@ def test_colour_fidelity_counts_pixels_within_the_tolerance_on_the_character_onl
 
 
 def test_the_shipped_judge_calls_close_tones_by_their_neighbour_class():
-    judge = evaluate.load_judge("models/judge/sprites-judge.safetensors")
+    judge = evaluate.load_judge("checkpoints/judge/sprites-judge.safetensors")
     assert evaluate.neighbour_classes(0) == [1, 0, 3, 2, 5, 4]  # skin: nearest mean colours
     for attribute in (0, 1):  # skin and trousers, whose classes have close tones
         called = evaluate.tone_check(judge, attribute, clips=40)["called_as_expected"]
