@@ -1,31 +1,68 @@
 """A folder of the user's own videos as training clips (`--dataset folder:PATH`).
 
-Decoding is `service.videoio`'s, so training sees frames exactly as the service will.
+Decoding is `service.videoio`'s, so training sees frames exactly as the service will. The clips
+are decoded once, one video at a time, into a file in the cache (raw uint8, memory-mapped on
+load), so a folder larger than memory trains: only one video's frames are ever held at once,
+and training reads the clips it batches from the page cache. The cache is keyed by the folder's
+path and every file's path, size and modification time: adding, changing or removing a video
+decodes the folder again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from model.data.paths import cache_dir
 from service.videoio import VIDEO_SUFFIXES, read_clips
 
+SIZE = 64
 
-def load_clips(folder: str, seq_len: int = 8) -> np.ndarray:
-    """Every video under `folder` (mp4, webm, avi, mov, mkv, gif), cut into consecutive clips.
 
-    Each file gives floor(frames / seq_len) clips; frames are centre-cropped and resized to
-    64x64. Returns (N, seq_len, 64, 64, 3) uint8, files in sorted path order.
-    """
+def video_files(folder: str | Path) -> list[Path]:
+    """Every video under `folder` (mp4, webm, avi, mov, mkv, gif), in sorted path order."""
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{folder} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise ValueError(f"{folder} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
-    clips = [read_clips(path, seq_len) for path in files]
-    clips = np.concatenate(clips) if clips else np.zeros((0, seq_len, 64, 64, 3), np.uint8)
-    if not len(clips):
-        raise ValueError(f"no video under {folder} has {seq_len} frames or more")
-    return clips
+    return files
+
+
+def cache_key(files: list[Path], seq_len: int) -> str:
+    listing = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    text = json.dumps({"files": listing, "seq_len": seq_len, "size": SIZE, "version": 1})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_clips(folder: str | Path, seq_len: int = 8, progress: bool = True) -> np.ndarray:
+    """Every video under `folder` cut into consecutive clips, memory-mapped from the cache.
+
+    Each file gives floor(frames / seq_len) clips; frames are centre-cropped and resized to
+    64x64. Returns a read-only (N, seq_len, 64, 64, 3) uint8 array, files in sorted path order.
+    """
+    files = video_files(folder)
+    key = cache_key(files, seq_len)
+    data, meta = cache_dir() / f"folder-{key}.u8", cache_dir() / f"folder-{key}.json"
+    if not meta.exists():
+        data.parent.mkdir(parents=True, exist_ok=True)
+        partial = data.with_suffix(".partial")
+        count = 0
+        with partial.open("wb") as out:
+            for path in tqdm(files, desc=f"decoding {folder}", unit="video", disable=not progress):
+                clips = read_clips(path, seq_len, size=SIZE)  # (K, T, 64, 64, 3)
+                out.write(clips.tobytes())
+                count += len(clips)
+        if not count:
+            partial.unlink()
+            raise ValueError(f"no video under {folder} has {seq_len} frames or more")
+        partial.replace(data)
+        meta.write_text(json.dumps({"folder": str(Path(folder).resolve()), "clips": count,
+                                    "seq_len": seq_len, "videos": len(files)}))
+    count = json.loads(meta.read_text())["clips"]
+    return np.memmap(data, np.uint8, mode="r", shape=(count, seq_len, SIZE, SIZE, 3))

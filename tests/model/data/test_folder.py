@@ -21,3 +21,19 @@ def test_load_clips_cuts_every_video_into_whole_clips(tmp_path):
 def test_load_clips_refuses_a_folder_without_videos(tmp_path):
     with pytest.raises(ValueError, match="holds no videos"):
         load_clips(str(tmp_path))
+
+
+def test_clips_are_memory_mapped_from_a_cache_that_follows_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDIS_CACHE", str(tmp_path / "cache"))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(encode(moving_square(16), "mp4"))
+    first = load_clips(videos, seq_len=8, progress=False)
+    assert isinstance(first, np.memmap) and first.shape == (2, 8, 64, 64, 3)
+    assert len(list((tmp_path / "cache").glob("folder-*.u8"))) == 1
+    again = load_clips(videos, seq_len=8, progress=False)  # read back, not decoded again
+    np.testing.assert_array_equal(again, first)
+    (videos / "b.mp4").write_bytes(encode(moving_square(8, seed=3), "mp4"))
+    grown = load_clips(videos, seq_len=8, progress=False)  # a new file: decoded again
+    assert grown.shape[0] == 3
+    np.testing.assert_array_equal(grown[:2], first)
