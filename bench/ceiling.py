@@ -1,8 +1,9 @@
 """The ceiling: raw model throughput in-process, onnxruntime and PyTorch eager, at batch sizes.
 
 No HTTP, no video codecs, no batcher, no pixel conversions: the graphs are called back to back
-on ready float32 arrays, in this process. onnxruntime runs through the service's own runner
-(service.engine.runner.OnnxRunner, with the VDIS_* settings of the environment), three ways:
+on ready arrays (uint8 clips, float32 codes), in this process. onnxruntime runs through the
+service's own runner (service.engine.runner.OnnxRunner, with the VDIS_* settings of the
+environment), three ways:
 - `onnxruntime`: as the service runs it by default on CPU: one call at a time on all the cores,
   threads sleeping between calls;
 - `onnxruntime-side-by-side`: one call per core at once, each on one thread, from one Python
@@ -108,8 +109,8 @@ class TorchBackend:
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
         tensors = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
         with self.torch.inference_mode():
-            if graph == "encoder":
-                self.model.encode(tensors["video"])
+            if graph == "encoder":  # the graph's uint8 (B, T, S, S, 3) -> (B, T, 3, S, S)
+                self.model.encode(tensors["video"].permute(0, 1, 4, 2, 3).float() / 255.0)
             elif graph == "decoder":
                 self.model.decode(tensors["appearance"], tensors["motion"])
             else:
@@ -121,8 +122,8 @@ def op_calls(op: str, batch: int, manifest: Manifest, seed: int = 0) -> list[Cal
     rng = np.random.default_rng(seed)
     t, s = manifest.seq_len, manifest.frame_size
 
-    def clips(rows):  # (rows, T, 3, S, S) pixels in [0, 1]
-        return {"video": rng.random((rows, t, 3, s, s), np.float32)}
+    def clips(rows):  # (rows, T, S, S, 3) uint8 pixels, what the encoder takes
+        return {"video": rng.integers(0, 256, (rows, t, s, s, 3), np.uint8)}
 
     def codes(rows, name="motion"):  # (rows, F), (rows, T, Z)
         return {"appearance": rng.standard_normal((rows, manifest.appearance_dim), np.float32),

@@ -21,24 +21,46 @@ from service.engine.manifest import FORMAT_VERSION, MAX_FRAMES, ManifestDoc, sha
 
 OPSET = 18
 FP16_TOLERANCE = 0.02  # max abs difference of float16 graphs vs float32, pixels in [0, 1]
+DOMAINS = {
+    "sprites": ("Sprites: 64x64 pixel-art characters (Liberated Pixel Cup sheets) on a black "
+                "background, seen from the front, left or right, in 8-frame clips of walking, "
+                "casting a spell or slashing. Any other video comes back as such a sprite."),
+    "mmnist": ("Moving MNIST: one or two white handwritten digits moving and bouncing on a black "
+               "64x64 canvas. Any other video comes back as moving digits."),
+}
+
+
+def to_pixels(video: torch.Tensor) -> torch.Tensor:
+    """video (B, T, C, S, S) in [0, 1] -> (B, T, S, S, C) uint8, rounded half to even as numpy's
+    rint, so the graph gives what the service gave when it scaled outside the graph."""
+    return (video.float() * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
 
 
 class EncoderGraph(nn.Module):
-    def __init__(self, model: SequentialVAE):
+    """uint8 frames (B, T, S, S, C), as decoded video gives them -> the posterior's codes.
+
+    The scaling to [0, 1] and the channels-first layout happen here, in float32, so a float16
+    variant (`dtype`) rounds only inside the model.
+    """
+
+    def __init__(self, model: SequentialVAE, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = model
+        self.model, self.dtype = model, dtype
 
     def forward(self, video: torch.Tensor):
-        return self.model.encode(video)
+        pixels = video.permute(0, 1, 4, 2, 3).float() / 255.0  # (B, T, C, S, S)
+        return tuple(o.float() for o in self.model.encode(pixels.to(self.dtype)))
 
 
 class DecoderGraph(nn.Module):
-    def __init__(self, model: SequentialVAE):
+    """Codes, float32 -> uint8 frames (B, T, S, S, C); the rounding happens in float32."""
+
+    def __init__(self, model: SequentialVAE, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = model
+        self.model, self.dtype = model, dtype
 
     def forward(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(appearance, motion)
+        return to_pixels(self.model.decode(appearance.to(self.dtype), motion.to(self.dtype)))
 
 
 class RecurrentPriorGraph(nn.Module):
@@ -85,14 +107,15 @@ def graph_specs(model: SequentialVAE) -> dict[str, dict]:
     """Input and output names, dtypes and shapes of the three graphs ("B", "T" are dynamic)."""
     c = model.cfg
     size = c.frame_size
-    video = ["B", "T", c.channels, size, size]
+    pixels = {"name": "video", "dtype": "uint8", "shape": ["B", "T", size, size, c.channels],
+              "layout": "BTHWC"}
 
     def io(name, shape):
         return {"name": name, "dtype": "float32", "shape": shape}
 
     return {
         "encoder": {
-            "inputs": [io("video", video)],
+            "inputs": [pixels],
             "outputs": [io("appearance_mean", ["B", c.appearance_dim]),
                         io("appearance_logvar", ["B", c.appearance_dim]),
                         io("motion_mean", ["B", "T", c.motion_dim]),
@@ -101,7 +124,7 @@ def graph_specs(model: SequentialVAE) -> dict[str, dict]:
         "decoder": {
             "inputs": [io("appearance", ["B", c.appearance_dim]),
                        io("motion", ["B", "T", c.motion_dim])],
-            "outputs": [io("video", video)],
+            "outputs": [pixels],
         },
         "prior": {
             "inputs": [io("appearance", ["B", c.appearance_dim]),
@@ -111,18 +134,22 @@ def graph_specs(model: SequentialVAE) -> dict[str, dict]:
     }
 
 
-def graph_modules(model: SequentialVAE) -> dict[str, nn.Module]:
+def graph_modules(model: SequentialVAE, half: bool = False) -> dict[str, nn.Module]:
+    """The three graphs; `half`: the float16 variants of a model already made half."""
     prior = (RecurrentPriorGraph(model.prior) if isinstance(model.prior, RecurrentPrior)
              else ConditionalPriorGraph(model.prior))
-    return {"encoder": EncoderGraph(model), "decoder": DecoderGraph(model), "prior": prior}
+    dtype = torch.float16 if half else torch.float32
+    return {"encoder": EncoderGraph(model, dtype), "decoder": DecoderGraph(model, dtype),
+            "prior": Float16Graph(prior) if half else prior}
 
 
 def example_inputs(model: SequentialVAE, name: str, dtype=torch.float32) -> tuple:
     """Distinct example tensors for each input (one tensor passed twice gave wrong graphs)."""
     c = model.cfg
     b, t = 2, c.seq_len
-    if name == "encoder":
-        return (torch.rand(b, t, c.channels, c.frame_size, c.frame_size, dtype=dtype),)
+    if name == "encoder":  # (B, T, S, S, C) uint8
+        return (torch.randint(0, 256, (b, t, c.frame_size, c.frame_size, c.channels),
+                              dtype=torch.uint8),)
     return (torch.randn(b, c.appearance_dim, dtype=dtype),
             torch.randn(b, t, c.motion_dim, dtype=dtype))
 
@@ -147,12 +174,23 @@ def _export_one(module: nn.Module, spec: dict, inputs: tuple, path: Path, script
         )
 
 
+def describe_domain(dataset: str) -> str:
+    """What a model trained on `dataset` (sprites, mmnist, folder:PATH) knows, in words."""
+    if dataset in DOMAINS:
+        return DOMAINS[dataset]
+    if dataset.startswith("folder:"):
+        return f"videos like those in the folder it was trained on ({dataset[7:]})"
+    return f"clips like its training data ({dataset or 'not recorded'})"
+
+
 def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                  name: str = "vdis", fp16: bool = True, metrics: dict | None = None,
-                 progress: Callable[[Path, float], None] | None = None) -> Path:
+                 progress: Callable[[Path, float], None] | None = None,
+                 domain: str | None = None) -> Path:
     """Write encoder/decoder/prior .onnx (+ .fp16.onnx) and manifest.json into out_dir.
 
-    progress(path, seconds) is called after each graph file is written.
+    progress(path, seconds) is called after each graph file is written; `domain` (default: from
+    the training data set, describe_domain) says in words what the model expects.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +210,8 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
     if fp16:
         import copy
 
-        half = copy.deepcopy(model)
-        for graph_name, module in graph_modules(half).items():
+        half = copy.deepcopy(model).half()
+        for graph_name, module in graph_modules(half, half=True).items():
             if graph_name == "encoder" and c.posterior == "full":
                 # onnxruntime 1.31's CPU LSTM crashes (SIGSEGV) on float16, so this variant
                 # could not be checked for parity: it is not shipped
@@ -185,7 +223,7 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                 continue
             path = out_dir / f"{graph_name}.fp16.onnx"
             start = time.perf_counter()
-            _export_one(Float16Graph(module), specs[graph_name],
+            _export_one(module, specs[graph_name],
                         example_inputs(model, graph_name), path, script=False)
             variants[graph_name] = {"file": path.name, "sha256": sha256(path),
                                     "tolerance": FP16_TOLERANCE}
@@ -193,7 +231,9 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                 progress(path, time.perf_counter() - start)
     meta = meta or {}
     manifest = ManifestDoc(
-        format_version=FORMAT_VERSION, name=name, architecture=c.arch, config=c.to_dict(),
+        format_version=FORMAT_VERSION, name=name, architecture=c.arch,
+        domain=describe_domain(meta.get("dataset", "")) if domain is None else domain,
+        config=c.to_dict(),
         appearance_dim=c.appearance_dim, motion_dim=c.motion_dim, frame_size=c.frame_size,
         channels=c.channels, seq_len=c.seq_len, max_frames=MAX_FRAMES, opset=OPSET,
         graphs=graphs, variants={"float16": variants} if variants else {},

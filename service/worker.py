@@ -1,13 +1,15 @@
 """The Redis worker: `python -m service.worker` (settings from the same VDIS_* variables).
 
 It reads up to MAX_BATCH jobs from the jobs stream as one consumer of the group, waiting at
-most MAX_WAIT_MS for the batch to fill, runs them through the same micro-batcher and
-onnxruntime runner as the in-process engine (one call per graph and shape), writes each result
-under its own key with a TTL, wakes the waiting API request and only then acknowledges. Jobs a
-dead worker left pending are claimed after CLAIM_IDLE_MS; a job delivered more than
-MAX_DELIVERIES times goes to the dead-letter stream and its client gets the reason. Up to
-MAX_CONCURRENT_RUNS batches are in flight at once (the next is read while one runs). SIGTERM
-finishes the batches in flight, then stops.
+most MAX_WAIT_MS for the batch to fill. A job is one whole request (encode, decode, swap or
+generate on uint8 clips or codes); the jobs of a batch run side by side through the same
+operations (service.engine.ops), micro-batcher and onnxruntime runner as the in-process engine,
+so their rows share one call per graph and shape. It writes each result (uint8 frames, or
+codes) under its own key with a TTL, wakes the waiting API request and only then
+acknowledges. Jobs a dead worker left pending are claimed after CLAIM_IDLE_MS; a job
+delivered more than MAX_DELIVERIES times goes to the dead-letter stream and its client gets the
+reason. Up to MAX_CONCURRENT_RUNS batches are in flight at once (the next is read while one
+runs). SIGTERM finishes the batches in flight, then stops.
 
 `python -m service.worker --check` is the container's health check: it exits 0 when a worker on
 this host has a fresh heartbeat in Redis (the API counts only those), else 1 with the reason.
@@ -36,6 +38,7 @@ from service.engine import wire
 from service.engine.batcher import MicroBatcher
 from service.engine.keys import GROUP, Keys
 from service.engine.local import build_runner, resolve_parallelism
+from service.engine.ops import Operations
 from service.engine.redis_engine import REDIS_DOWN, connect, redis_address
 from service.settings import Settings
 
@@ -50,20 +53,26 @@ DEAD_LETTERS_KEPT = 10_000  # the dead-letter stream is trimmed to about this ma
 class Job:
     entry_id: bytes
     id: str
-    graph: str
+    operation: str  # service.engine.ops.OPERATIONS
+    model: str
     deadline_ms: int
-    inputs: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
+    params: dict
 
     @classmethod
     def parse(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Job:
         """A stream entry -> Job; ValueError (WireError) for anything malformed."""
         try:
-            job_id, graph = fields[b"id"].decode(), fields[b"graph"].decode()
+            job_id, operation = fields[b"id"].decode(), fields[b"op"].decode()
+            model = fields[b"model"].decode()
             deadline_ms, payload = int(fields[b"deadline_ms"]), fields[b"payload"]
         except (KeyError, UnicodeDecodeError) as error:
             raise ValueError(f"entry {entry_id!r} lacks a field or is not text: {error}") from error
-        _, inputs = wire.unpack(payload)
-        return cls(entry_id, job_id, graph, deadline_ms, inputs)
+        meta, arrays = wire.unpack(payload)
+        params = meta.get("params", {}) if isinstance(meta, dict) else None
+        if not isinstance(params, dict):
+            raise ValueError(f"entry {entry_id!r}: the parameters are not an object")
+        return cls(entry_id, job_id, operation, model, deadline_ms, arrays, params)
 
 
 def failure(kind: str, detail: str) -> bytes:
@@ -77,11 +86,14 @@ class Worker:
         self.name = settings.WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"
         self.runner = build_runner(settings)
         # No wait inside the batcher: the batch was already gathered from Redis, and all its
-        # jobs are submitted before the batcher's tasks run, so each (graph, shape) group of the
-        # batch becomes onnxruntime calls of up to MAX_BATCH rows, shared among the
+        # jobs start before the batcher's tasks run, so each step (graph and shape) of the
+        # batch's operations becomes onnxruntime calls of up to MAX_BATCH rows, shared among the
         # MAX_CONCURRENT_RUNS calls at once (1 by default).
         self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0,
                                     settings.MAX_CONCURRENT_RUNS, self._on_batch)
+        self.operations = Operations(self.runner.manifest, self.batcher.submit)
+        # the retry of one job of a failed batch: its calls alone, unbatched
+        self.alone = Operations(self.runner.manifest, self.batcher.run_alone)
         self.redis = connect(settings, BLOCK_MS / 1000.0 + 10.0)
         self.address = redis_address(self.redis)
         self.stopping = asyncio.Event()
@@ -235,15 +247,12 @@ class Worker:
         for entry_id, fields in entries:
             try:
                 job = Job.parse(entry_id, fields)
-                self.runner.check(job.graph, job.inputs)
+                if job.model != self.runner.manifest.name:
+                    raise ValueError(f"model {job.model!r} is not served by this worker, which "
+                                     f"serves {self.runner.manifest.name!r}")
             except ValueError as error:
                 job_id = fields.get(b"id", b"").decode(errors="replace")
-                log.warning("job %s refused: %s", job_id or entry_id, error)
-                self.counts["failed"] += 1
-                if job_id:
-                    answers[entry_id] = (job_id, failure("job-failed", f"bad job: {error}"))
-                else:
-                    dropped.append(entry_id)
+                self._refuse(answers, dropped, entry_id, job_id, error)
                 continue
             if job.deadline_ms < now_ms:  # its client has had its 504: computing it helps nobody
                 self.counts["expired"] += 1
@@ -253,6 +262,9 @@ class Worker:
         outputs = await asyncio.gather(*(self._submit(j) for j in jobs), return_exceptions=True)
         for job, out in zip(jobs, outputs, strict=True):
             meta = {"status": "ok", "worker": self.name}
+            if isinstance(out, ValueError):  # the job's arrays or parameters, checked first
+                self._refuse(answers, dropped, job.entry_id, job.id, out)
+                continue
             if isinstance(out, BaseException):
                 out = await self._run_alone(job, out)
             else:
@@ -262,21 +274,33 @@ class Worker:
         self.counts["jobs"] += len(jobs)
         await self._answer(answers, dropped)
 
+    def _refuse(self, answers: dict, dropped: list, entry_id: bytes, job_id: str,
+                error: ValueError) -> None:
+        """A malformed job: its client (if it has an id) gets the reason, nothing runs."""
+        log.warning("job %s refused: %s", job_id or entry_id, error)
+        self.counts["failed"] += 1
+        if job_id:
+            answers[entry_id] = (job_id, failure("job-failed", f"bad job: {error}"))
+        else:
+            dropped.append(entry_id)
+
     async def _submit(self, job: Job) -> tuple[dict, float]:
-        """The job's outputs, and the seconds its batch ran (the API's Server-Timing `model`)."""
+        """The job's outputs, and the seconds its onnxruntime calls ran (the API's
+        Server-Timing `model`)."""
         intervals = timing.begin()  # this task's own context: only this job's intervals
-        outputs = await self.batcher.submit(job.graph, job.inputs)
+        outputs = await self.operations.run(job.operation, job.arrays, job.params)
         return outputs, timing.total(intervals, "model")
 
     async def _run_alone(self, job: Job, error: Exception) -> dict | bytes:
         """A failed batch may have failed for one job: retry each alone to find which."""
         try:
-            return await self.batcher.run_alone(job.graph, job.inputs)
+            return await self.alone.run(job.operation, job.arrays, job.params)
         except Exception as alone:  # the model's own error, stored as this job's result
-            log.exception("job %s (%s) failed: %s (in its batch: %s)", job.id, job.graph,
+            log.exception("job %s (%s) failed: %s (in its batch: %s)", job.id, job.operation,
                           alone, error)
             self.counts["failed"] += 1
-            return failure("job-failed", f"the model failed on this {job.graph} job: {alone}")
+            return failure("job-failed", f"the model failed on this {job.operation} job: "
+                           f"{alone}")
 
     async def _answer(self, answers: dict[bytes, tuple[str, bytes]], dropped: list[bytes]):
         """Results under their own keys, then the wake-ups, then XACK + XDEL, in one MULTI."""
@@ -296,8 +320,8 @@ class Worker:
         answers = {}
         for entry_id, fields, deliveries in poison:
             job_id = fields.get(b"id", b"").decode(errors="replace")
-            graph = fields.get(b"graph", b"?").decode(errors="replace")
-            detail = (f"the {graph} job was delivered to workers {deliveries} times and never "
+            operation = fields.get(b"op", b"?").decode(errors="replace")
+            detail = (f"the {operation} job was delivered to workers {deliveries} times and never "
                       f"finished (each stopped while running it, VDIS_MAX_DELIVERIES="
                       f"{self.settings.MAX_DELIVERIES}); it is kept in the dead-letter stream "
                       f"{self.keys.dead} as job {job_id}")

@@ -1,6 +1,6 @@
 """What the peers share, written as an afternoon's app would: the model's ONNX files opened as
-plain onnxruntime sessions (no vdis runner), the conversions between uint8 clips and the graphs'
-float32 pixels, and the /encode answer's JSON body (the same fields as vdis's).
+plain onnxruntime sessions (no vdis runner; the graphs take and give uint8 clips (B, T, S, S, 3),
+as decoded video is), and the /encode answer's JSON body (the same fields as vdis's).
 
 From vdis they take only service.videoio (decoding and encoding) and the manifest loader; no
 torch. The model folder is VDIS_MODEL_DIR, as for vdis, so one variable points all at one model.
@@ -50,27 +50,17 @@ def read_clip(data: bytes, manifest: Manifest) -> videoio.Clip:
     return videoio.read_video(data, manifest.seq_len, size=manifest.frame_size)
 
 
-def encoder_inputs(clips: np.ndarray) -> dict[str, np.ndarray]:
-    """clips: (B, T, S, S, 3) uint8 -> the encoder's `video` (B, T, 3, S, S) float32 in [0, 1]."""
-    return {"video": clips.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0}
-
-
-def decoded_frames(video: np.ndarray) -> np.ndarray:
-    """The decoder's `video` (B, T, 3, S, S) in [0, 1] -> (B, T, S, S, 3) uint8."""
-    return np.clip(np.rint(video * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
-
-
 def encode(sessions: dict[str, ort.InferenceSession], clips: np.ndarray) -> list[np.ndarray]:
     """clips (B, T, S, S, 3) uint8 -> [appearance mean (B, F), logvar, motion mean (B, T, Z),
     logvar], in the encoder's output order."""
-    return sessions["encoder"].run(None, encoder_inputs(clips))
+    return sessions["encoder"].run(None, {"video": clips})
 
 
 def decode(sessions: dict[str, ort.InferenceSession], appearance: np.ndarray,
            motion: np.ndarray) -> np.ndarray:
     """appearance (B, F), motion (B, T, Z) float32 -> video (B, T, S, S, 3) uint8."""
     (video,) = sessions["decoder"].run(None, {"appearance": appearance, "motion": motion})
-    return decoded_frames(video)
+    return video
 
 
 def codes_body(manifest: Manifest, codes: list[np.ndarray], clip: videoio.Clip) -> dict:

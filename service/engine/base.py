@@ -1,22 +1,31 @@
-"""The engine interface the HTTP layer talks to, and the array conventions around the model.
+"""The engine interface the HTTP layer talks to: the operations users ask for, on uint8 clips.
 
-An implementation supplies `infer` (one graph call on float32 arrays) and `status`; pixel
-scaling and shape checks live here once, so the in-process and Redis engines only differ in
-transport.
+An implementation supplies `run` (one whole operation, as service.engine.ops defines it) and
+`status`. The operations here check the caller's arrays once, before anything is queued, so a
+bad code is a 422 in either engine and never a job; the in-process and Redis engines then only
+differ in where `run` happens.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
 from service.engine.manifest import Manifest
+from service.engine.ops import (
+    CODE_NAMES,
+    Arrays,
+    Codes,
+    GenerateParams,
+    InvalidCodes,
+    check_clips,
+    check_codes,
+    check_generate,
+    check_swap,
+)
 
-
-class InvalidCodes(ValueError):
-    """Codes a caller sent that do not fit the model (wrong sizes, not finite)."""
+__all__ = ["Codes", "InvalidCodes"]  # defined with the operations, re-exported here
 
 
 class EngineBusy(RuntimeError):
@@ -43,22 +52,14 @@ class JobFailed(RuntimeError):
         self.kind = kind
 
 
-@dataclass
-class Codes:
-    """Posterior of one or more clips: appearance (B, F); motion (B, T, Z); means and log-vars."""
-
-    appearance_mean: np.ndarray
-    appearance_logvar: np.ndarray
-    motion_mean: np.ndarray
-    motion_logvar: np.ndarray
-
-
 class Engine(ABC):
     manifest: Manifest
 
     @abstractmethod
-    async def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One call of `graph` (encoder, decoder, prior) on float32 arrays with a batch axis."""
+    async def run(self, operation: str, model: str | None, arrays: Arrays,
+                  params: dict) -> Arrays:
+        """One whole operation (service.engine.ops.Operations.run) of `model` (None: the
+        default), on arrays already checked."""
 
     @abstractmethod
     def status(self) -> dict:
@@ -74,43 +75,37 @@ class Engine(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
-    async def encode(self, video: np.ndarray) -> Codes:
-        """video: (B, T, S, S, 3) or (T, S, S, 3) uint8 RGB -> Codes with a batch axis."""
-        if video.ndim == 4:
-            video = video[None]
-        s = self.manifest.frame_size
-        if video.ndim != 5 or video.shape[2:] != (s, s, 3) or video.dtype != np.uint8:
-            raise ValueError(f"video must be (B, T, {s}, {s}, 3) uint8, not {video.shape} "
-                             f"{video.dtype}")
-        pixels = video.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0  # (B, T, 3, S, S)
-        out = await self.infer("encoder", {"video": pixels})
-        return Codes(out["appearance_mean"], out["appearance_logvar"],
-                     out["motion_mean"], out["motion_logvar"])
+    async def encode(self, clips: np.ndarray, model: str | None = None) -> Codes:
+        """clips (B, T, S, S, 3) or (T, S, S, 3) uint8 RGB -> Codes with a batch axis."""
+        out = await self.run("encode", model, {"clips": check_clips(self.manifest, clips)}, {})
+        return Codes(*(out[name] for name in CODE_NAMES))
 
-    async def decode(self, appearance: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    async def decode(self, appearance: np.ndarray, motion: np.ndarray,
+                     model: str | None = None) -> np.ndarray:
         """appearance (B, F), motion (B, T, Z) -> video (B, T, S, S, 3) uint8 RGB."""
-        appearance, motion = self._check_codes(appearance, motion)
-        out = await self.infer("decoder", {"appearance": appearance, "motion": motion})
-        video = out["video"]  # (B, T, 3, S, S) in [0, 1]
-        return np.clip(np.rint(video * 255.0), 0, 255).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+        appearance, motion = check_codes(self.manifest, appearance, motion)
+        out = await self.run("decode", model, {"appearance": appearance, "motion": motion}, {})
+        return out["videos"]
 
-    async def sample_prior(self, appearance: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """appearance (B, F), noise (B, T, Z) ~ N(0, I) -> motion (B, T, Z) from the prior."""
-        appearance, noise = self._check_codes(appearance, noise)
-        out = await self.infer("prior", {"appearance": appearance, "noise": noise})
-        return out["motion"]
+    async def swap(self, appearance_clip: np.ndarray, motion_clip: np.ndarray,
+                   both: bool = False, model: str | None = None) -> np.ndarray:
+        """The look of one clip with the motion of the other ((T, S, S, 3) uint8 each, the same
+        T) -> (1, T, S, S, 3) uint8; `both`: the converse too -> (2, T, S, S, 3)."""
+        a, m = check_swap(self.manifest, appearance_clip, motion_clip)
+        out = await self.run("swap", model, {"appearance": a, "motion": m}, {"both": both})
+        return out["videos"]
 
-    def _check_codes(self, appearance: np.ndarray, motion: np.ndarray):
-        f, z = self.manifest.appearance_dim, self.manifest.motion_dim
-        with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
-            appearance = np.ascontiguousarray(appearance, np.float32)
-            motion = np.ascontiguousarray(motion, np.float32)
-        if appearance.ndim != 2 or appearance.shape[1] != f:
-            raise InvalidCodes(f"appearance must be (B, {f}), not {appearance.shape}")
-        if motion.ndim != 3 or motion.shape[2] != z or motion.shape[0] != appearance.shape[0]:
-            raise InvalidCodes(f"motion must be (B, T, {z}) with B = {appearance.shape[0]}, "
-                             f"not {motion.shape}")
-        if not (np.isfinite(appearance).all() and np.isfinite(motion).all()):
-            raise InvalidCodes("codes must be finite numbers within float32's range "
-                               "(|x| < 3.4e38; no NaN or Infinity)")
-        return appearance, motion
+    async def generate(self, sample: str, n: int, seed: int, frames: int | None = None,
+                       clip: np.ndarray | None = None, appearance: np.ndarray | None = None,
+                       model: str | None = None) -> np.ndarray:
+        """n new videos (n, T, S, S, 3) uint8 (service.engine.ops.Operations.generate).
+
+        sample=motion: the look of `clip` ((T, S, S, 3) uint8) or of the code `appearance`
+        (1, F), new motions of `frames` steps (default: the model's seq_len) from the prior;
+        sample=appearance: the motion of `clip`, new looks from N(0, I).
+        """
+        params = GenerateParams(sample, n, seed, frames or self.manifest.seq_len)
+        arrays = check_generate(self.manifest, params, clip, appearance)
+        out = await self.run("generate", model, arrays, {
+            "sample": sample, "n": n, "seed": seed, "frames": params.frames})
+        return out["videos"]

@@ -17,7 +17,8 @@ class Keys:
 
     @property
     def jobs(self) -> str:
-        """Stream of model jobs: fields id, graph, deadline_ms, payload (service.engine.wire)."""
+        """Stream of jobs, one per request: fields id, op (encode, decode, swap, generate),
+        model, deadline_ms, payload (the arrays and the parameters, service.engine.wire)."""
         return f"{self.prefix}:jobs"
 
     @property

@@ -1,14 +1,14 @@
-"""The in-process engine: a micro-batcher in front of onnxruntime, in the API's own process."""
+"""The in-process engine: the operations (service.engine.ops) over a micro-batcher in front of
+onnxruntime, in the API's own process; concurrent callers' rows share calls."""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from service.engine.base import Engine
 from service.engine.batcher import BatchObserver, MicroBatcher
 from service.engine.manifest import load_manifest
+from service.engine.ops import Arrays, Operations
 from service.engine.runner import CUDA, OnnxRunner, choose_providers
 from service.settings import Settings
 
@@ -81,6 +81,7 @@ class LocalEngine(Engine):
         self.manifest = self.runner.manifest
         self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, settings.MAX_WAIT_MS,
                                     settings.MAX_CONCURRENT_RUNS, on_batch)
+        self.operations = Operations(self.manifest, self.batcher.submit)
 
     async def start(self) -> None:
         self.batcher.start()
@@ -88,8 +89,9 @@ class LocalEngine(Engine):
     async def close(self) -> None:
         await self.batcher.stop()
 
-    async def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return await self.batcher.submit(graph, inputs)
+    async def run(self, operation: str, model: str | None, arrays: Arrays,
+                  params: dict) -> Arrays:
+        return await self.operations.run(operation, arrays, params)
 
     def status(self) -> dict:
         return {"engine": "local", **self.runner.status(), "queue": self.batcher.state()}

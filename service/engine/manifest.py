@@ -16,12 +16,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-FORMAT_VERSION = 1  # the version export writes and the only one this service reads
+# The version export writes and the only one this service reads. 2: the graphs take and give
+# uint8 pixels (B, T, S, S, 3) (version 1 took float32 (B, T, 3, S, S) in [0, 1]); `domain`.
+FORMAT_VERSION = 2
 MAX_FRAMES = 64  # the longest T the exported graphs are checked at
 GRAPHS = ("encoder", "decoder", "prior")
-PIXEL_SCALE = "input and output pixels are float32 in [0, 1] (uint8 / 255)"
+PIXELS = ("encoder", "video"), ("decoder", "video")  # (graph, tensor) of uint8 pixels
 # What /model shows: everything but the local file layout.
-PUBLIC_KEYS = ("format_version", "name", "architecture", "config", "appearance_dim",
+PUBLIC_KEYS = ("format_version", "name", "architecture", "domain", "config", "appearance_dim",
                "motion_dim", "frame_size", "channels", "seq_len", "max_frames", "opset",
                "training", "metrics", "licence")
 
@@ -32,8 +34,11 @@ class _Strict(BaseModel):
 
 class TensorSpec(_Strict):
     name: str
-    dtype: Literal["float32"]
+    dtype: Literal["float32", "uint8"]
     shape: list[int | str]  # ints are fixed axes, strings ("B", "T") dynamic ones
+    # what the axes are, for pixels: "BTHWC" (RGB last, as decoded video frames are); codes
+    # have none
+    layout: Literal["BTHWC"] | None = None
 
 
 class GraphSpec(_Strict):
@@ -46,13 +51,16 @@ class GraphSpec(_Strict):
 class VariantSpec(_Strict):
     file: str
     sha256: str
-    tolerance: float  # max abs difference from the float32 graph, pixels in [0, 1]
+    # max abs difference from the float32 graph: codes as they are, pixels in [0, 1] (uint8
+    # levels / 255). A variant has its graph's inputs and outputs (the casts are inside).
+    tolerance: float
 
 
 class ManifestDoc(_Strict):
-    format_version: Literal[1]
+    format_version: Literal[2]
     name: str
     architecture: str
+    domain: str = ""  # what the model was trained on and expects, in words (GET /models)
     config: dict
     appearance_dim: int
     motion_dim: int
@@ -61,7 +69,6 @@ class ManifestDoc(_Strict):
     seq_len: int
     max_frames: int = MAX_FRAMES
     opset: int
-    pixel_scale: str = PIXEL_SCALE
     graphs: dict[str, GraphSpec]
     variants: dict[str, dict[str, VariantSpec]] = {}
     training: dict = {}
@@ -76,6 +83,14 @@ class ManifestDoc(_Strict):
         unknown = sorted(set(self.graphs) - set(GRAPHS))
         if unknown:
             raise ValueError(f"graphs {unknown} are not ones the service runs {list(GRAPHS)}")
+        for graph, tensor in PIXELS:  # the service hands the graphs decoded frames as they are
+            specs = self.graphs[graph].inputs + self.graphs[graph].outputs
+            spec = next((t for t in specs if t.name == tensor), None)
+            size = [self.frame_size, self.frame_size, self.channels]
+            if (spec is None or spec.dtype != "uint8" or spec.layout != "BTHWC"
+                    or spec.shape[2:] != size):
+                raise ValueError(f"{graph}.{tensor} must be uint8 BTHWC (B, T, {size[0]}, "
+                                 f"{size[1]}, {size[2]}), not {spec}")
         return self
 
     def files(self) -> dict[str, GraphSpec | VariantSpec]:
@@ -157,8 +172,10 @@ def read_manifest(folder: str | Path) -> ManifestDoc:
     except ValidationError as error:
         version = _version_of(text)
         if version is not None and version != FORMAT_VERSION:
-            raise RuntimeError(f"{path}: format_version {version!r} is not one this service "
-                               f"reads ({FORMAT_VERSION})") from None
+            raise RuntimeError(
+                f"{path}: format_version {version!r} is not one this service reads "
+                f"({FORMAT_VERSION}: graphs on uint8 pixels); re-export the checkpoint with "
+                "`python -m export CHECKPOINT FOLDER`") from None
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}"
                              for e in error.errors())
         raise RuntimeError(f"{path} does not follow the manifest schema: {problems}") from None

@@ -1,9 +1,10 @@
 """The Redis engine: the API side of the queue. A transport only; workers run the model.
 
-One job per `infer` call: XADD to the jobs stream (arrays packed by service.engine.wire), then
-BLPOP on the job's reply list until the deadline; a worker (service.worker) sets the result key
-and pushes the reply. Redis errors become EngineUnavailable (503), a full queue EngineBusy (503
-with Retry-After), a missed deadline DeadlineExceeded (504).
+One job per request: `run` XADDs the whole operation (its name, the model, uint8 clips or codes
+packed by service.engine.wire, its parameters) to the jobs stream, then BLPOPs on the job's
+reply list until the deadline; a worker (service.worker) runs the operation, sets the result key
+(uint8 frames, or codes) and pushes the reply. Redis errors become EngineUnavailable (503), a
+full queue EngineBusy (503 with Retry-After), a missed deadline DeadlineExceeded (504).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import time
 import uuid
 
-import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -32,6 +32,7 @@ from service.engine.base import (
 )
 from service.engine.keys import GROUP, Keys
 from service.engine.manifest import load_manifest
+from service.engine.ops import Arrays
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,16 +94,18 @@ class RedisEngine(Engine):
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def infer(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(self, operation: str, model: str | None, arrays: Arrays,
+                  params: dict) -> Arrays:
         s, keys = self.settings, self.keys
+        model = model or self.manifest.name
         job_id = uuid.uuid4().hex
         sent = time.perf_counter()
         deadline_s = time.time() + s.REQUEST_TIMEOUT_S
-        payload = wire.pack(inputs)
+        payload = wire.pack(arrays, {"params": params})
         try:
             queued = await self._enqueue(
-                keys=[keys.jobs], args=[s.QUEUE_MAX, "id", job_id, "graph", graph,
-                                        "deadline_ms", int(deadline_s * 1000),
+                keys=[keys.jobs], args=[s.QUEUE_MAX, "id", job_id, "op", operation,
+                                        "model", model, "deadline_ms", int(deadline_s * 1000),
                                         "payload", payload])
             if queued >= 0:
                 raise EngineBusy(f"{queued} jobs are queued, the limit is {s.QUEUE_MAX} "
@@ -115,17 +118,17 @@ class RedisEngine(Engine):
                                     "retry when it is back") from error
         if reply is None:
             raise DeadlineExceeded(
-                f"no worker answered the {graph} job within {s.REQUEST_TIMEOUT_S:g} s "
+                f"no worker answered the {operation} job within {s.REQUEST_TIMEOUT_S:g} s "
                 "(VDIS_REQUEST_TIMEOUT_S); it was dropped. The workers are too busy or none "
                 "is running")
         if packed is None:  # the reply outlived the result's TTL: only on a badly stalled API
-            raise JobFailed(f"the result of {graph} job {job_id} expired before it was read")
+            raise JobFailed(f"the result of {operation} job {job_id} expired before it was read")
         meta, outputs = wire.unpack(packed)
         if meta.get("status") != "ok":
             raise JobFailed(meta.get("detail", "the worker gave no reason"),
                             meta.get("status", "job-failed"))
         # The round trip is queueing (Redis, a worker's wait for a batch) but for the worker's
-        # onnxruntime call, which it reports.
+        # onnxruntime calls, which it reports.
         answered = time.perf_counter()
         model_s = min(float(meta.get("model_s") or 0.0), answered - sent)
         timing.record("queue", sent, answered)

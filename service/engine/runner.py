@@ -85,6 +85,14 @@ def gpu_name(device_id: int) -> str | None:
     return done.stdout.strip()
 
 
+def difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Max abs difference of two outputs: codes as they are, uint8 pixels in [0, 1] (levels /
+    255), the unit of a variant's tolerance."""
+    if a.dtype == np.uint8:
+        return float(np.max(np.abs(a.astype(np.int16) - b.astype(np.int16)), initial=0)) / 255
+    return float(np.max(np.abs(a - b), initial=0.0))
+
+
 class OnnxRunner:
     """Owns the encoder, decoder and prior sessions of one exported model.
 
@@ -159,8 +167,7 @@ class OnnxRunner:
                 inputs = self.example_inputs(graph, batch)
                 full = self._run_bound(self.sessions[graph], graph, inputs)
                 approx = self._run_bound(half, graph, inputs)
-                worst = max(worst, max(float(np.max(np.abs(full[k] - approx[k])))
-                                       for k in full))
+                worst = max(worst, max(difference(full[k], approx[k]) for k in full))
             if np.isfinite(worst) and worst <= tolerance:
                 self.sessions[graph], self.precisions[graph] = half, "float16"
             else:
@@ -168,24 +175,24 @@ class OnnxRunner:
                             "tolerance %.3g: float32 it is", graph, worst, tolerance)
 
     def example_inputs(self, graph: str, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """Inputs of `graph` at B=batch, T=seq_len: pixels uniform in [0, 1], codes N(0, I)."""
+        """Inputs of `graph` at B=batch, T=seq_len: uint8 pixels uniform, codes N(0, I)."""
         rng = np.random.default_rng(seed)
         sizes = {"B": batch, "T": self.manifest.seq_len}
         inputs = {}
         for spec in self.manifest.graph(graph).inputs:
             shape = [sizes.get(d, d) if isinstance(d, str) else d for d in spec.shape]
-            draw = rng.random if spec.name == "video" else rng.standard_normal
-            inputs[spec.name] = draw(shape).astype(np.float32)
+            if spec.dtype == "uint8":
+                inputs[spec.name] = rng.integers(0, 256, shape, np.uint8)
+            else:
+                inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         return inputs
 
     def check(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
-        """ValueError unless `inputs` are exactly what `graph` takes (names, float32, fixed axes).
-
-        For inputs from another process (a Redis worker's jobs), before they reach a batch.
-        """
+        """ValueError unless `inputs` are exactly what `graph` takes (names, the manifest's
+        dtypes, fixed axes). For arrays from another process, before they reach a batch."""
         if graph not in self.sessions:
             raise ValueError(f"no graph {graph!r}; there are {sorted(self.sessions)}")
-        specs = {i.name: i for i in self.sessions[graph].get_inputs()}
+        specs = {i.name: i for i in self.manifest.graph(graph).inputs}
         if set(inputs) != set(specs):
             raise ValueError(f"{graph} takes {sorted(specs)}, not {sorted(inputs)}")
         for name, array in inputs.items():
@@ -193,12 +200,13 @@ class OnnxRunner:
             fits = array.ndim == len(expected) and all(
                 not isinstance(n, int) or n == m
                 for n, m in zip(expected, array.shape, strict=False))
-            if array.dtype != np.float32 or not fits:
-                raise ValueError(f"{graph}.{name} must be float32 {expected}, not "
+            if array.dtype != np.dtype(specs[name].dtype) or not fits:
+                raise ValueError(f"{graph}.{name} must be {specs[name].dtype} {expected}, not "
                                  f"{array.dtype} {list(array.shape)}")
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Blocking: one call of `graph` on float32 arrays with a leading batch axis."""
+        """Blocking: one call of `graph` on arrays with a leading batch axis (the manifest's
+        dtypes: uint8 pixels, float32 codes)."""
         if self.on_cuda:
             return self._run_bound(self.sessions[graph], graph, inputs)
         outputs = self.sessions[graph].run(self.outputs[graph], inputs)
@@ -209,7 +217,7 @@ class OnnxRunner:
         binding = session.io_binding()
         sizes, bound = {}, []  # `bound` keeps any contiguous copies alive until the run is over
         for spec in self.manifest.graph(graph).inputs:
-            array = np.ascontiguousarray(inputs[spec.name], np.float32)
+            array = np.ascontiguousarray(inputs[spec.name], spec.dtype)
             bound.append(array)
             sizes.update({d: n for d, n in zip(spec.shape, array.shape, strict=True)
                           if isinstance(d, str)})
@@ -217,9 +225,8 @@ class OnnxRunner:
         outputs = {}
         for spec in self.manifest.graph(graph).outputs:
             shape = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
-            out = outputs[spec.name] = np.empty(shape, np.float32)
-            binding.bind_output(spec.name, "cpu", 0, np.float32, shape,
-                                out.ctypes.data)
+            out = outputs[spec.name] = np.empty(shape, spec.dtype)
+            binding.bind_output(spec.name, "cpu", 0, out.dtype, shape, out.ctypes.data)
         session.run_with_iobinding(binding)
         return outputs
 

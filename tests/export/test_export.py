@@ -10,7 +10,14 @@ import pytest
 
 from export.__main__ import main as export_cli
 from export.onnx_export import export_model
-from export.verify import BATCHES, FP32_TOLERANCE, LENGTHS, parity, session
+from export.verify import (
+    BATCHES,
+    FP32_PIXEL_TOLERANCE,
+    FP32_TOLERANCE,
+    LENGTHS,
+    parity,
+    session,
+)
 from model.checkpoint import save_model
 from service.engine.manifest import FORMAT_VERSION, MAX_FRAMES, ManifestDoc, load_manifest
 from service.settings import REPO
@@ -47,17 +54,31 @@ def test_parity_at_every_batch_size_and_length(exported):
     expected = ({"decoder"} | ({"encoder"} if model.cfg.posterior != "full" else set())
                 | ({"prior"} if model.cfg.arch == "unordered" else set()))
     assert set(fp16) == expected
+    onnx_types = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
     for spec in manifest["graphs"].values():  # the manifest describes the real graphs
         sess = session(folder / spec["file"])
         for declared, real in ((spec["inputs"], sess.get_inputs()),
                                (spec["outputs"], sess.get_outputs())):
             assert [io["name"] for io in declared] == [io.name for io in real]
             assert [len(io["shape"]) for io in declared] == [len(io.shape) for io in real]
+            assert [onnx_types[io["dtype"]] for io in declared] == [io.type for io in real]
+    # pixels in and out as the service's clips are: uint8 (B, T, S, S, 3)
+    s = model.cfg.frame_size
+    for graph, where in (("encoder", "inputs"), ("decoder", "outputs")):
+        (video,) = manifest["graphs"][graph][where]
+        assert video == {"name": "video", "dtype": "uint8", "shape": ["B", "T", s, s, 3],
+                         "layout": "BTHWC"}
+    for graph, variant in fp16.items():  # a float16 variant has its graph's inputs and outputs
+        sess = session(folder / variant["file"])
+        spec = manifest["graphs"][graph]
+        assert ({io.name: io.type for io in sess.get_inputs() + sess.get_outputs()}
+                == {io["name"]: onnx_types[io["dtype"]] for io in spec["inputs"] + spec["outputs"]})
     rows = parity(model, folder, BATCHES, LENGTHS)
     assert {(r.graph, r.variant) for r in rows} == (
         {(g, "float32") for g in manifest["graphs"]} | {(g, "float16") for g in fp16})
     for row in rows:
-        limit = FP32_TOLERANCE if row.variant == "float32" else fp16[row.graph]["tolerance"]
+        full = FP32_PIXEL_TOLERANCE if row.graph == "decoder" else FP32_TOLERANCE
+        limit = full if row.variant == "float32" else fp16[row.graph]["tolerance"]
         assert row.tolerance == limit
         assert row.max_abs <= limit, f"{row.graph} {row.variant}: {row.max_abs} at {row.worst}"
 
@@ -93,19 +114,22 @@ def test_a_tampered_file_is_refused(tiny_model_dir, checkpoint, tmp_path, capsys
 def test_an_unknown_format_version_is_refused(tiny_model_dir, checkpoint, tmp_path, capsys):
     copy = _copy(tiny_model_dir, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = 1  # the float32-pixel graphs of before
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(RuntimeError, match="format_version"):
+    with pytest.raises(RuntimeError, match="format_version 1 is not one this service reads "
+                       r"\(2: graphs on uint8 pixels\); re-export"):
         load_manifest(copy)
     assert export_cli(["verify", str(copy), str(checkpoint)]) == 1
-    assert "format_version 2" in capsys.readouterr().out
+    assert "format_version 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.update(apperance_dim=m.pop("appearance_dim")), "appearance_dim: Field required"),
     (lambda m: m["graphs"].pop("prior"), "graphs ['prior'] are missing"),
-    (lambda m: m["graphs"]["encoder"]["inputs"][0].update(dtype="uint8"),
+    (lambda m: m["graphs"]["encoder"]["inputs"][0].update(dtype="int64"),
      "graphs.encoder.inputs.0.dtype"),
+    (lambda m: m["graphs"]["decoder"]["outputs"][0].update(dtype="float32"),
+     "decoder.video must be uint8 BTHWC"),
     (lambda m: m.update(seq_len="eight"), "seq_len"),
 ])
 def test_a_manifest_off_the_schema_is_refused_with_the_field(tiny_model_dir, tmp_path, edit,

@@ -43,7 +43,7 @@ def test_health_ready_model_docs(client):
     assert ready["provider"] == "CPUExecutionProvider" and ready["status"] == "ready"
     assert ready["queue"]["pending_requests"] == 0
     model = client.get("/model").json()
-    assert model["format_version"] == 1 and model["seq_len"] == 8
+    assert model["format_version"] == 2 and model["seq_len"] == 8
     assert set(model["graphs"]) == {"encoder", "decoder", "prior"}
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text

@@ -186,3 +186,117 @@ def test_intra_op_spinning_is_a_setting_off_by_default(model_dir):
 
     assert spinning() == "0"
     assert spinning(INTRA_OP_SPINNING=True) == "1"
+
+
+def _engine_run(model_dir, body, on_batch=None, **overrides):
+    """Run `body(engine)` on a started in-process engine of the test model."""
+    async def main():
+        engine = LocalEngine(make_settings(model_dir, **overrides), on_batch)
+        await engine.start()
+        try:
+            return await body(engine)
+        finally:
+            await engine.close()
+    return asyncio.run(main())
+
+
+def test_swap_of_a_clip_with_itself_is_its_reconstruction(model_dir):
+    clip = moving_square(8, 64, 64, seed=3)  # (T, S, S, 3) uint8
+
+    async def body(engine):
+        codes = await engine.encode(clip)
+        recon = await engine.decode(codes.appearance_mean, codes.motion_mean)
+        return recon, await engine.swap(clip, clip), await engine.swap(clip, clip, both=True)
+
+    recon, swapped, both = _engine_run(model_dir, body)
+    assert recon.dtype == np.uint8 and recon.shape == (1, 8, 64, 64, 3)
+    np.testing.assert_array_equal(swapped, recon)
+    np.testing.assert_array_equal(both, np.concatenate([recon, recon]))
+
+
+def test_swap_both_gives_the_swap_and_its_converse(model_dir):
+    a, b = moving_square(8, 64, 64, seed=4), moving_square(8, 64, 64, seed=5)
+
+    async def body(engine):
+        ca, cb = await engine.encode(a), await engine.encode(b)
+        by_hand = await engine.decode(np.concatenate([ca.appearance_mean, cb.appearance_mean]),
+                                      np.concatenate([cb.motion_mean, ca.motion_mean]))
+        return by_hand, await engine.swap(a, b, both=True), await engine.swap(a, b)
+
+    by_hand, both, one = _engine_run(model_dir, body)
+    assert both.shape == (2, 8, 64, 64, 3) and both.dtype == np.uint8
+    np.testing.assert_array_equal(both, by_hand)
+    np.testing.assert_array_equal(one, both[:1])
+    assert (both[0] != both[1]).any()
+
+
+def test_generate_is_seeded_both_ways(model_dir):
+    clip = moving_square(8, 64, 64, seed=6)
+
+    async def body(engine):
+        f = (await engine.encode(clip)).appearance_mean  # (1, F)
+        return {
+            "motion": await engine.generate("motion", 3, 7, 12, clip=clip),
+            "motion again": await engine.generate("motion", 3, 7, 12, clip=clip),
+            "from the code": await engine.generate("motion", 3, 7, 12, appearance=f),
+            "other seed": await engine.generate("motion", 3, 8, 12, clip=clip),
+            "appearance": await engine.generate("appearance", 2, 7, clip=clip),
+            "appearance again": await engine.generate("appearance", 2, 7, clip=clip),
+        }
+
+    out = _engine_run(model_dir, body)
+    assert out["motion"].shape == (3, 12, 64, 64, 3) and out["motion"].dtype == np.uint8
+    np.testing.assert_array_equal(out["motion"], out["motion again"])
+    np.testing.assert_array_equal(out["motion"], out["from the code"])
+    assert (out["motion"] != out["other seed"]).any()
+    assert out["appearance"].shape == (2, 8, 64, 64, 3)  # the clip's motion, its T
+    np.testing.assert_array_equal(out["appearance"], out["appearance again"])
+    assert (out["appearance"][0] != out["appearance"][1]).any()
+
+
+def test_operations_side_by_side_equal_each_alone(model_dir):
+    """Concurrent swaps and generates share onnxruntime calls and give what each gives alone."""
+    clips = [moving_square(8, 64, 64, seed=s) for s in range(4)]
+    batches = []
+
+    async def body(engine):
+        def ops():
+            return ([engine.swap(clips[i], clips[(i + 1) % 4], both=True) for i in range(4)]
+                    + [engine.generate("motion", 2, i, clip=clips[i]) for i in range(4)])
+        together = await asyncio.gather(*ops())
+        merged = len(batches)
+        alone = [await op for op in ops()]
+        return together, alone, merged
+
+    together, alone, merged = _engine_run(
+        model_dir, body, lambda graph, rows, waits, run_s: batches.append((graph, rows)),
+        MAX_WAIT_MS=200, MAX_BATCH=16, MAX_CONCURRENT_RUNS=1)
+    # alone: a swap is 2 calls (its two clips share one encoder call, then the decoder), a
+    # generate 3 (encoder, prior, decoder); side by side the 8 operations took 4 calls
+    assert len(batches) - merged == 4 * 2 + 4 * 3
+    assert batches[0] == ("encoder", 12), batches[:merged]  # 4 swaps' 8 clips, 4 generates' 4
+    assert sorted(batches[1:merged]) == [("decoder", 8), ("decoder", 8), ("prior", 8)]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_operations_refuse_what_does_not_fit(model_dir):
+    clip = moving_square(8, 64, 64, seed=0)
+
+    async def body(engine):
+        errors = []
+        for call in (lambda: engine.encode(clip.astype(np.float32)),
+                     lambda: engine.swap(clip, clip[:4]),
+                     lambda: engine.generate("appearance", 2, 0),
+                     lambda: engine.generate("motion", 2, 0, clip=clip,
+                                             appearance=np.zeros((1, 32))),
+                     lambda: engine.decode(np.zeros((1, 3)), np.zeros((1, 8, 16)))):
+            with pytest.raises(ValueError) as error:
+                await call()
+            errors.append(str(error.value))
+        return errors
+
+    errors = _engine_run(model_dir, body)
+    assert "uint8" in errors[0] and "same shape" in errors[1]
+    assert "sample=appearance takes a clip" in errors[2] and "exactly one" in errors[3]
+    assert "appearance must be (B, 32)" in errors[4]

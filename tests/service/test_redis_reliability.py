@@ -151,11 +151,13 @@ def test_the_engine_raises_job_failed_for_a_dead_letter(model_dir, prefix):
                              REQUEST_TIMEOUT_S=10)
     keys = Keys(prefix)
 
+    f, z = codes(model_dir, 1, 8)
+
     async def main():
         engine = RedisEngine(settings)
         watch = aioredis.Redis.from_url(REDIS_URL)
         try:
-            call = asyncio.create_task(engine.infer("prior", {"x": np.zeros((1, 2), "f4")}))
+            call = asyncio.create_task(engine.decode(f, z))
             while not await watch.exists(keys.jobs):
                 await asyncio.sleep(0.01)
             (entry_id, fields), = (await watch.xrange(keys.jobs))

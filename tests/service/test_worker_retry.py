@@ -78,7 +78,7 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
         assert isinstance(got, np.ndarray), got
         np.testing.assert_array_equal(got, want)  # the same pixels as a call of its own
     assert isinstance(bad, JobFailed)
-    assert "the model failed on this decoder job" in str(bad) and "poisoned row" in str(bad)
+    assert "the model failed on this decode job" in str(bad) and "poisoned row" in str(bad)
     assert counts["jobs"] == 3 and counts["failed"] == 1
     with redis.Redis.from_url(REDIS_URL) as plain:  # every job answered: none left pending
         assert plain.xlen(jobs_key) == 0

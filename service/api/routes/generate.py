@@ -50,28 +50,20 @@ async def generate(
     check_size(output, n, frame_count(clip_options.frames, engine, settings),
                engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     seed = secrets.randbelow(2**31) if seed is None else seed
-    rng = np.random.default_rng(seed)
+    frames = frame_count(clip_options.frames, engine, settings)
     m = engine.manifest
-    if sample == "motion":
-        if (video is None) == (appearance is None):
-            raise Problem("invalid-parameters",
-                          "give exactly one of `video` (a file) or `appearance` (a JSON code)")
-        if video is not None:
-            clip = await load_clip(video, clip_options, engine, settings, "video")
-            f = (await engine.encode(clip.frames)).appearance_mean  # (1, F)
-        else:
-            f = _parse_appearance(appearance, m.appearance_dim)
-        frames = frame_count(clip_options.frames, engine, settings)
-        f = np.repeat(f, n, axis=0)  # (n, F)
-        noise = rng.standard_normal((n, frames, m.motion_dim)).astype(np.float32)  # (n, T, Z)
-        z = await engine.sample_prior(f, noise)
-    else:
-        if video is None:
-            raise Problem("invalid-parameters", "sample=appearance needs `video` (a file)")
-        clip = await load_clip(video, clip_options, engine, settings, "video")
-        z = np.repeat((await engine.encode(clip.frames)).motion_mean, n, axis=0)  # (n, T, Z)
-        f = rng.standard_normal((n, m.appearance_dim)).astype(np.float32)  # (n, F) ~ N(0, I)
-    videos = await engine.decode(f, z)  # (n, T, S, S, 3)
+    if sample == "motion" and (video is None) == (appearance is None):
+        raise Problem("invalid-parameters",
+                      "give exactly one of `video` (a file) or `appearance` (a JSON code)")
+    if sample == "appearance" and video is None:
+        raise Problem("invalid-parameters", "sample=appearance needs `video` (a file)")
+    clip = code = None
+    if video is not None:
+        clip = (await load_clip(video, clip_options, engine, settings, "video")).frames
+    if sample == "motion" and appearance is not None:
+        code = _parse_appearance(appearance, m.appearance_dim)  # (1, F)
+    videos = await engine.generate(sample, n, seed, frames, clip=clip,
+                                   appearance=code)  # (n, T, S, S, 3)
     return await render(videos, output, {"X-Vdis-Seed": str(seed)})
 
 

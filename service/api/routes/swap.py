@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
@@ -38,13 +37,5 @@ async def swap(
         load_clip(appearance, clip_options, engine, settings, "appearance"),
         load_clip(motion, clip_options, engine, settings, "motion"),
     )
-    # Two requests, not one stacked call: the batcher merges them with other callers' clips.
-    codes_a, codes_m = await asyncio.gather(engine.encode(clip_a.frames),
-                                            engine.encode(clip_m.frames))
-    f = [codes_a.appearance_mean]  # each (1, F)
-    z = [codes_m.motion_mean]  # each (1, T, Z)
-    if both:
-        f.append(codes_m.appearance_mean)
-        z.append(codes_a.motion_mean)
-    videos = await engine.decode(np.concatenate(f), np.concatenate(z))  # (1 or 2, T, S, S, 3)
+    videos = await engine.swap(clip_a.frames, clip_m.frames, both)  # (1 or 2, T, S, S, 3)
     return await render(videos, output)
