@@ -21,6 +21,10 @@ class ModelConfig:
     appearance_width: int = 64  # channels of the bag-of-patches appearance encoder
     appearance_patch: int = 4  # side of the square patches f is pooled from
     appearance_bands: int = 4  # horizontal bands pooled apart (head to feet); 1: all together
+    # what f is pooled from: "patches" (4x4 patch colours by band: appearances that are colours,
+    # Sprites) or "conv" (a conv net seeing 33x33 windows, pooled over every position and
+    # frame: appearances that are shapes, such as digits; ConvAppearanceEncoder)
+    appearance_encoder: str = "patches"
     appearance_train_frames: int = 4  # frames f is pooled from in a training step (speed)
     decode_train_frames: int = 4  # frames decoded and scored per clip in a training step (0: all)
     decoder_film: bool = True  # f also scales and shifts the decoder's channels (FiLM)
@@ -36,6 +40,9 @@ class ModelConfig:
             raise ValueError(f"arch must be 'dsvae' or 'unordered', not {self.arch!r}")
         if self.posterior not in ("factorised", "full"):
             raise ValueError(f"posterior must be 'factorised' or 'full', not {self.posterior!r}")
+        if self.appearance_encoder not in ("patches", "conv"):
+            raise ValueError("appearance_encoder must be 'patches' or 'conv', not "
+                             f"{self.appearance_encoder!r}")
         if self.motion_view not in ("silhouette", "rgb"):
             raise ValueError(f"motion_view must be 'silhouette' or 'rgb', not {self.motion_view!r}")
         if self.frame_size != 64:

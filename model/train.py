@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                         "--init-from, a larger K widens the starting model's palette")
     p.add_argument("--motion-view", default=m.motion_view, choices=["silhouette", "rgb"],
                    help="what the motion encoder sees (silhouette: clips on a dark background)")
+    p.add_argument("--appearance-encoder", default=m.appearance_encoder,
+                   choices=["patches", "conv"],
+                   help="what f is pooled from: patch colours by band (patches) or 33x33 "
+                        "shapes over all positions (conv, for digits)")
     t = TrainConfig()
     p.add_argument("--epochs", type=int, default=t.epochs)
     p.add_argument("--batch-size", type=int, default=32)
@@ -107,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     else:
         model = ModelConfig(arch=a.arch, posterior=a.posterior, appearance_dim=a.appearance_dim,
                             motion_dim=a.motion_dim, width=a.width, hidden=a.hidden,
-                            motion_view=a.motion_view,
+                            motion_view=a.motion_view, appearance_encoder=a.appearance_encoder,
                             decoder_palette=a.palette or m.decoder_palette)
     loss = LossConfig(
         beta_appearance=a.beta_appearance, beta_motion=a.beta_motion,

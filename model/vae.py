@@ -114,6 +114,43 @@ class AppearanceEncoder(nn.Module):
         return mean, logvar
 
 
+class ConvAppearanceEncoder(nn.Module):
+    """Shape encoder: video (B, T, 3, 64, 64) -> f mean, log-variance (B, F).
+
+    For appearances that are shapes rather than colours (Moving MNIST's digits: grey strokes on
+    black, where a bag of 4x4 patches cannot tell a 3 from an 8). Four convolutions whose
+    receptive field is 33x33 pixels (a 28x28 digit fits in it), then mean and max pooled over
+    every position and every frame: f knows which shapes a clip holds, not where they are nor
+    in which frame, so it cannot carry the trajectories.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        a = cfg.appearance_width
+        act = nn.LeakyReLU(0.2)
+        self.convs = nn.Sequential(
+            nn.Conv2d(cfg.channels, a // 2, 5, 2, 2), act,  # (a/2, 32, 32), field 5
+            nn.Conv2d(a // 2, a, 3, 2, 1), act,  # (a, 16, 16), field 9
+            nn.Conv2d(a, 2 * a, 3, 2, 1), act,  # (2a, 8, 8), field 17
+            nn.Conv2d(2 * a, 2 * a, 3, 1, 1),  # (2a, 8, 8), field 33
+        )
+        self.head = nn.Sequential(
+            nn.Linear(4 * a, cfg.hidden), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.hidden, 2 * cfg.appearance_dim),
+        )
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = video.shape[0]
+        feats = self.convs(video.flatten(0, 1))  # (B*T, 2a, 8, 8)
+        c = feats.shape[1]
+        # (B*T, 2a, 8, 8) -> (B, T, 2a, 64) -> (B, 2a, T*64): every position of every frame
+        feats = feats.reshape(b, -1, c, feats.shape[2] * feats.shape[3])
+        feats = feats.permute(0, 2, 1, 3).flatten(2)
+        pooled = torch.cat([feats.mean(-1), feats.amax(-1)], -1)  # (B, 4a)
+        mean, logvar = self.head(pooled).chunk(2, -1)
+        return mean, logvar
+
+
 class MotionPosterior(nn.Module):
     """q(z_t | x_t) (factorised) or q(z_1:T | x_1:T, f) (full): -> mean, log-var (B, T, Z)."""
 
@@ -368,7 +405,8 @@ class SequentialVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.appearance_encoder = AppearanceEncoder(cfg)
+        self.appearance_encoder = (ConvAppearanceEncoder(cfg) if cfg.appearance_encoder == "conv"
+                                   else AppearanceEncoder(cfg))
         self.frame_encoder = FrameEncoder(cfg)
         self.motion_posterior = MotionPosterior(cfg)
         self.decoder = Decoder(cfg)

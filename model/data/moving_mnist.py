@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from model.data.paths import ASSETS, cache_dir
+
+if TYPE_CHECKING:  # torch only where a judge is trained: building the data set needs numpy alone
+    import torch
 
 MNIST = ASSETS / "mnist"
 FRAME = 64
@@ -136,6 +141,51 @@ def generate(split: str, n: int, frames: int = 8, digits: int = 2, seed: int | N
     videos = np.repeat(videos[..., None], 3, axis=-1)  # (N, T, 64, 64, 3)
     return MovingMnistSplit(videos, classes[source].astype(np.int64), source, positions,
                             velocities)
+
+
+def jittered_frames(images: torch.Tensor, n: int, digits: int, generator: torch.Generator,
+                    rotate: float = 15.0, scale: tuple[float, float] = (0.85, 1.15),
+                    shear: float = 0.2, elastic: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single frames of `digits` digits drawn from `images`, each deformed at random: for
+    training a digit judge on more handwriting than the 8000 training images hold.
+
+    images: (M, 28, 28) float in [0, 1]. Each digit is rotated (up to `rotate` degrees), scaled,
+    sheared and elastically warped (a smooth random displacement of up to ~`elastic` pixels,
+    from a 4x4 grid of random offsets), then drawn at a random position of the 64x64 frame
+    (top-left corner in 0..36 as in the clips); digits combine by pixelwise max as in render().
+    Returns frames (n, 64, 64) float and the index into `images` of each digit (n, digits).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m = n * digits
+    pick = torch.randint(len(images), (n, digits), generator=generator)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(m, generator=generator)
+
+    angle = uniform(-rotate, rotate) * math.pi / 180
+    zoom = uniform(*scale)
+    slant = uniform(-shear, shear)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output -> input coordinates (normalised, around the digit's centre): rotation, shear, zoom
+    jitter = torch.stack([torch.stack([cos, -sin + slant * cos], -1),
+                          torch.stack([sin, cos + slant * sin], -1)], 1) / zoom[:, None, None]
+    corner = torch.randint(0, MAX_POSITION + 1, (m, 2), generator=generator).float()  # (x, y)
+    # a frame pixel u (normalised over 64) lands at v = (64/28) u + (36 - 2 corner)/28 in the
+    # digit (normalised over 28): the digit's top-left corner at `corner`
+    place_scale = FRAME / DIGIT
+    offset = (MAX_POSITION - 2 * corner) / DIGIT  # (m, 2)
+    theta = torch.cat([jitter * place_scale, (jitter @ offset[:, :, None])], 2)  # (m, 2, 3)
+    grid = F.affine_grid(theta, (m, 1, FRAME, FRAME), align_corners=False)
+    if elastic > 0:
+        warp = torch.randn(m, 2, 4, 4, generator=generator) * (elastic * 2 / DIGIT)
+        grid = grid + F.interpolate(warp, size=(FRAME, FRAME), mode="bicubic",
+                                    align_corners=False).permute(0, 2, 3, 1)
+    drawn = F.grid_sample(images[pick.flatten()][:, None], grid, align_corners=False,
+                          padding_mode="zeros")  # (m, 1, 64, 64)
+    frames = drawn.view(n, digits, FRAME, FRAME).amax(1).clamp(0, 1)
+    return frames, pick
 
 
 def cache_path(split: str, n: int, frames: int, digits: int, seed: int) -> Path:

@@ -51,12 +51,15 @@ def test_judge_learns_zeros_from_ones():
 def test_train_and_run_commands_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("VDIS_CACHE", str(tmp_path / "cache"))
     judge_path = tmp_path / "judge.safetensors"
-    evaluate.main(["train-mmnist-judge", "--out", str(judge_path), "--n", "16", "--epochs", "1",
+    evaluate.main(["train-mmnist-judge", "--out", str(judge_path), "--steps", "2",
                    "--n-test", "8"])
     judge, meta = evaluate.load_digit_judge(judge_path)
-    assert meta["kind"] == "mmnist" and judge.cfg.digits == 2
-    assert set(meta["test_accuracy"]) == {"set", "digit"}
-    assert all(0.0 <= v <= 1.0 for v in meta["test_accuracy"].values())
+    assert meta["kind"] == "mmnist" and judge.cfg.digits == 2 and meta["steps"] == 2
+    assert set(meta["test_accuracy"]) == {"set", "digit", "per_class"}
+    accuracy = meta["test_accuracy"]
+    assert all(0.0 <= v <= 1.0 for v in [accuracy["set"], accuracy["digit"],
+                                         *accuracy["per_class"]])
+    assert len(accuracy["per_class"]) == 10
     model_path = tmp_path / "model.safetensors"
     save_model(tiny_model(), model_path, {"dataset": "mmnist", "epochs": 1})
     out = tmp_path / "eval"
@@ -65,7 +68,39 @@ def test_train_and_run_commands_end_to_end(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert results["clips"] == 6 and len(results["runs"]) == 2
     assert results["judge"]["kind"] == "mmnist"
-    for value in results["summary"].values():
-        assert 0.0 <= value["mean"] <= 1.0
+    summary = results["summary"]
+    for key in ("b_acc", "b_set", "c_acc", "c_set", "c_leak"):
+        assert 0.0 <= summary[key]["mean"] <= 1.0
+    assert 1.0 <= summary["b_is"]["mean"] <= 10.0
+    assert 0.0 <= summary["b_h_y"]["mean"] <= np.log(10) + 1e-9
+    assert summary["c_centroid_px_to_b"]["mean"] >= 0.0
     assert (out / "mmnist-swaps.png").stat().st_size > 0
-    assert "digits of A" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "digits of A" in table and "S3VAE (published) | 95.09%" in table
+
+
+def test_jittered_frames_without_jitter_are_the_clips_rendering():
+    images, _ = moving_mnist.read_mnist()
+    pool = torch.from_numpy(images[:50].astype(np.float32) / 255)
+    frames, pick = moving_mnist.jittered_frames(pool, 3, 2, torch.Generator().manual_seed(0),
+                                                rotate=0, scale=(1, 1), shear=0, elastic=0)
+    assert frames.shape == (3, 64, 64) and pick.shape == (3, 2)
+    # each digit sits whole at an integer corner: the frame holds the pair's pixels exactly
+    for frame, digits in zip(frames.numpy(), pick.numpy(), strict=True):
+        assert abs(frame.max() - pool[digits].max().item()) < 1e-5
+        assert frame.sum() <= pool[digits].sum().item() + 1e-3  # overlaps combine by max
+    jittered, _ = moving_mnist.jittered_frames(pool, 3, 2, torch.Generator().manual_seed(0))
+    assert not torch.allclose(jittered, frames)
+
+
+def test_metrics_of_a_sure_judge_on_balanced_digits():
+    digits = np.array([[c, (c + 1) % 10] for c in range(10)])  # every class twice
+    digits.sort(axis=1)
+    probs = np.eye(10)[digits]  # (10, 2, 10): each digit's class for sure
+    m = evaluate.mmnist_metrics(probs, digits)
+    assert m["acc"] == 1.0 and abs(m["is"] - 10) < 1e-6
+    assert abs(m["h_y"] - np.log(10)) < 1e-6 and m["h_yx"] < 1e-9
+    judge = evaluate.DigitJudge(evaluate.MMNIST_JUDGE).eval()
+    pred, p = evaluate.judge_digits(judge, torch.rand(2, 3, 3, 64, 64))
+    assert pred.shape == (2, 2) and p.shape == (2, 2, 10)
+    assert np.allclose(p.sum(-1), 1.0)

@@ -182,3 +182,17 @@ def test_prior_scale_weighs_the_prior_terms_apart_from_the_kl():
     off, on = total(0.0), total(1.0)
     assert torch.allclose(on["loss"] - off["loss"], 10.0 * on["aggregate"], atol=0.02)
     assert torch.allclose(total(None)["loss"] - off["loss"], 5.0 * on["aggregate"], atol=0.02)
+
+
+def test_the_shipped_recipes_parse_and_the_unordered_one_differs_only_where_it_must():
+    from model.train import RECIPES, parse_args
+
+    configs = {p.stem: parse_args(["--recipe", p.stem])[0] for p in RECIPES.glob("*.toml")}
+    assert {"sprites", "sprites-unordered", "mmnist"} <= set(configs)
+    mmnist = configs["mmnist"]
+    assert mmnist.dataset == "mmnist" and mmnist.model.appearance_encoder == "conv"
+    recurrent, unordered = configs["sprites"].to_dict(), configs["sprites-unordered"].to_dict()
+    assert unordered["model"].pop("arch") == "unordered"
+    assert recurrent["model"].pop("arch") == "dsvae"
+    differ = {k for k in recurrent if recurrent[k] != unordered[k]}
+    assert differ == {"max_minutes", "recipe"}  # a fair comparison, but for the budget

@@ -12,10 +12,12 @@ CONFIGS = [
     {"arch": "dsvae", "posterior": "factorised"},
     {"arch": "dsvae", "posterior": "full"},
     {"arch": "unordered", "posterior": "factorised"},
+    {"arch": "dsvae", "posterior": "factorised", "appearance_encoder": "conv"},
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['arch']}-{c['posterior']}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['arch']}-{c['posterior']}"
+                         f"-{c.get('appearance_encoder', 'patches')}")
 @pytest.mark.parametrize("frames", [1, 8, 20])
 def test_encode_swap_generate_shapes(config, frames):
     model = tiny_model(**config)
@@ -34,9 +36,10 @@ def test_encode_swap_generate_shapes(config, frames):
         assert generated.shape == (3, frames, 3, 64, 64)
 
 
-def test_appearance_code_ignores_frame_order():
+@pytest.mark.parametrize("encoder", ["patches", "conv"])
+def test_appearance_code_ignores_frame_order(encoder):
     """f is pooled over frames, so shuffling them must not change it."""
-    model = tiny_model()
+    model = tiny_model(appearance_encoder=encoder)
     video = torch.rand(2, 8, 3, 64, 64)
     with torch.no_grad():
         f, _ = model.encode_appearance(video)
