@@ -1,6 +1,7 @@
 """Command line.
 
     python -m export CHECKPOINT OUT_DIR [--name NAME] [--no-fp16] [--metrics EVAL_JSON]
+                     [--domain-clips N] [--no-domain-test]
     python -m export verify MODEL_DIR CHECKPOINT [--judge JUDGE_PATH] [--clips N]
 
 `verify` exits with status 1 when a hash differs, a graph misses its tolerance or the ONNX
@@ -32,6 +33,11 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--name", help="model name in the manifest (default: DATASET-ARCH)")
     parser.add_argument("--no-fp16", action="store_true", help="skip the float16 variants")
     parser.add_argument("--metrics", type=Path, help="evaluation JSON to put in the manifest")
+    parser.add_argument("--domain-clips", type=int, default=2000, help=(
+        "training clips the domain statistics are measured on (export/domain.py); 0: none, "
+        "and the service gives no domain verdicts for this model"))
+    parser.add_argument("--no-domain-test", action="store_true", help=(
+        "skip measuring the flagged share on the data set's test split"))
     args = parser.parse_args(argv)
 
     from export.onnx_export import export_model
@@ -51,8 +57,24 @@ def export_main(argv: list[str]) -> int:
         print(f"  {path.name:<18} {_size(path.stat().st_size):>10}  {seconds:5.1f} s", flush=True)
 
     start = time.perf_counter()
+    stats = None
+    if args.domain_clips > 0:
+        from export.domain import domain_stats
+
+        dataset = meta.get("dataset", "")
+        try:
+            stats = domain_stats(model, dataset, args.domain_clips, test=not args.no_domain_test)
+        except (ValueError, OSError) as error:
+            parser.error(f"the domain statistics need the training data ({dataset!r}): "
+                         f"{error}; pass --domain-clips 0 to export without them")
+        r = stats.reconstruction
+        print(f"  domain: reconstruction error limit {r.limit:.3g} (99.9% of training clips "
+              f"{r.quantiles.q999:.3g})" + (f", {100 * r.test.flagged:.2f}% of the "
+                                           f"{r.test.clips} {r.test.source} clips over it"
+                                           if r.test else ""), flush=True)
     manifest_path = export_model(model, args.out_dir, meta=meta, name=name,
-                                 fp16=not args.no_fp16, metrics=metrics, progress=progress)
+                                 fp16=not args.no_fp16, metrics=metrics, progress=progress,
+                                 domain_stats=stats)
     manifest = json.loads(manifest_path.read_text())
     files = [s["file"] for s in manifest["graphs"].values()]
     files += [s["file"] for v in manifest["variants"].values() for s in v.values()]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE, lstm_rollout
+from service.engine.domain import DomainStats
 from service.engine.manifest import FORMAT_VERSION, MAX_FRAMES, ManifestDoc, sha256
 
 OPSET = 18
@@ -186,11 +187,13 @@ def describe_domain(dataset: str) -> str:
 def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
                  name: str = "vdis", fp16: bool = True, metrics: dict | None = None,
                  progress: Callable[[Path, float], None] | None = None,
-                 domain: str | None = None) -> Path:
+                 domain: str | None = None, domain_stats: DomainStats | None = None) -> Path:
     """Write encoder/decoder/prior .onnx (+ .fp16.onnx) and manifest.json into out_dir.
 
     progress(path, seconds) is called after each graph file is written; `domain` (default: from
-    the training data set, describe_domain) says in words what the model expects.
+    the training data set, describe_domain) says in words what the model expects;
+    `domain_stats` (export.domain.domain_stats) let the service score uploads against the
+    training data (none: answers carry no domain verdict).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,6 +241,7 @@ def export_model(model: SequentialVAE, out_dir: Path, meta: dict | None = None,
         channels=c.channels, seq_len=c.seq_len, max_frames=MAX_FRAMES, opset=OPSET,
         graphs=graphs, variants={"float16": variants} if variants else {},
         training={k: meta[k] for k in ("dataset", "commit", "epochs", "steps") if k in meta},
-        metrics=metrics or meta.get("metrics", {}), licence=meta.get("licence", ""))
+        metrics=metrics or meta.get("metrics", {}), licence=meta.get("licence", ""),
+        domain_stats=domain_stats)
     return manifest.write(out_dir)
 

@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from service.engine.domain import DomainStats
+
 # The version export writes and the only one this service reads. 2: the graphs take and give
 # uint8 pixels (B, T, S, S, 3) (version 1 took float32 (B, T, 3, S, S) in [0, 1]); `domain`.
 FORMAT_VERSION = 2
@@ -61,6 +63,8 @@ class ManifestDoc(_Strict):
     name: str
     architecture: str
     domain: str = ""  # what the model was trained on and expects, in words (GET /models)
+    # what uploads are scored against (service/engine/domain.py); None: no domain verdicts
+    domain_stats: DomainStats | None = None
     config: dict
     appearance_dim: int
     motion_dim: int

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.domain import reconstruction_error
 from service.engine.manifest import Manifest
 
 Arrays = dict[str, np.ndarray]
@@ -35,9 +36,30 @@ class Codes:
     appearance_logvar: np.ndarray
     motion_mean: np.ndarray
     motion_logvar: np.ndarray
+    # (B,): how far each clip is from the training data (service.engine.domain); None when the
+    # model has no domain statistics or the codes were not made from clips
+    reconstruction_error: np.ndarray | None = None
 
     def arrays(self) -> Arrays:
-        return {name: getattr(self, name) for name in CODE_NAMES}
+        arrays = {name: getattr(self, name) for name in CODE_NAMES}
+        if self.reconstruction_error is not None:
+            arrays["reconstruction_error"] = self.reconstruction_error
+        return arrays
+
+
+@dataclass
+class Result:
+    """What swap and generate give: videos (N, T, S, S, 3) uint8 and the reconstruction error
+    of each uploaded clip (swap: appearance then motion; generate: its clip), or None."""
+
+    videos: np.ndarray
+    reconstruction_error: np.ndarray | None = None
+
+    def arrays(self) -> Arrays:
+        arrays = {"videos": self.videos}
+        if self.reconstruction_error is not None:
+            arrays["reconstruction_error"] = self.reconstruction_error
+        return arrays
 
 
 def check_clips(manifest: Manifest, clips: np.ndarray, name: str = "clips") -> np.ndarray:
@@ -126,9 +148,26 @@ class Operations:
         self.submit = submit
 
     async def encode(self, clips: np.ndarray) -> Codes:
-        """clips (B, T, S, S, 3) uint8 -> Codes with a batch axis."""
-        out = await self.submit("encoder", {"video": check_clips(self.manifest, clips)})
+        """clips (B, T, S, S, 3) uint8 -> Codes with a batch axis, and each clip's
+        reconstruction error where the model has domain statistics."""
+        clips = check_clips(self.manifest, clips)
+        codes = await self._codes(clips)
+        codes.reconstruction_error = await self._errors(clips, codes)
+        return codes
+
+    async def _codes(self, clips: np.ndarray) -> Codes:
+        out = await self.submit("encoder", {"video": clips})
         return Codes(*(out[name] for name in CODE_NAMES))
+
+    async def _errors(self, clips: np.ndarray, codes: Codes) -> np.ndarray | None:
+        """(B,) frame 0 of each clip decoded back from its codes, against the clip's own
+        (service.engine.domain); None without domain statistics. One decoder row of one frame
+        per clip: these rows are batched with other requests' as any decoder call is."""
+        if self.manifest.doc.domain_stats is None:
+            return None
+        frame = await self.submit("decoder", {"appearance": codes.appearance_mean,
+                                              "motion": codes.motion_mean[:, :1]})
+        return reconstruction_error(clips, frame["video"])
 
     async def decode(self, appearance: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """appearance (B, F), motion (B, T, Z) -> video (B, T, S, S, 3) uint8."""
@@ -137,22 +176,28 @@ class Operations:
                                               "motion": motion}))["video"]
 
     async def swap(self, appearance_clip: np.ndarray, motion_clip: np.ndarray,
-                   both: bool = False) -> np.ndarray:
+                   both: bool = False) -> Result:
         """The look of `appearance_clip` with the motion of `motion_clip` (each (T, S, S, 3) or
-        (1, T, S, S, 3) uint8, the same T) -> (1, T, S, S, 3) uint8; `both`: the converse as a
-        second result -> (2, T, S, S, 3)."""
+        (1, T, S, S, 3) uint8, the same T) -> videos (1, T, S, S, 3) uint8; `both`: the converse
+        as a second result -> (2, T, S, S, 3). The reconstruction errors: appearance's, then
+        motion's."""
         a, m = check_swap(self.manifest, appearance_clip, motion_clip)
         # two submissions, not one stacked call: the batcher merges them with other callers'
-        codes_a, codes_m = await asyncio.gather(self.encode(a), self.encode(m))
+        codes_a, codes_m = await asyncio.gather(self._codes(a), self._codes(m))
         f, z = [codes_a.appearance_mean], [codes_m.motion_mean]  # each (1, F), (1, T, Z)
         if both:
             f.append(codes_m.appearance_mean)
             z.append(codes_a.motion_mean)
-        return await self.decode(np.concatenate(f), np.concatenate(z))
+        both_codes = Codes(*(np.concatenate([getattr(codes_a, n), getattr(codes_m, n)])
+                             for n in CODE_NAMES))  # (2, ...): A then M
+        videos, errors = await asyncio.gather(self.decode(np.concatenate(f), np.concatenate(z)),
+                                              self._errors(np.concatenate([a, m]), both_codes))
+        return Result(videos, errors)
 
     async def generate(self, params: GenerateParams, clip: np.ndarray | None = None,
-                       appearance: np.ndarray | None = None) -> np.ndarray:
-        """n new videos (n, T, S, S, 3) uint8, the same for the same seed.
+                       appearance: np.ndarray | None = None) -> Result:
+        """n new videos (n, T, S, S, 3) uint8, the same for the same seed (and, from a clip,
+        its reconstruction error).
 
         sample=motion: the appearance of `clip` or the code `appearance` (1, F), motions drawn
         from the prior p(z|f) over `frames` steps. sample=appearance: the motion of `clip`,
@@ -162,18 +207,23 @@ class Operations:
         given = check_generate(m, params, clip, appearance)
         rng = np.random.default_rng(params.seed)
         n = params.n
+        codes = await self._codes(given["clip"]) if "clip" in given else None
         if params.sample == "motion":
-            if "clip" in given:
-                f = (await self.encode(given["clip"])).appearance_mean  # (1, F)
-            else:
-                f = given["appearance"]
+            f = codes.appearance_mean if codes is not None else given["appearance"]  # (1, F)
             f = np.repeat(f, n, axis=0)  # (n, F)
             noise = rng.standard_normal((n, params.frames, m.motion_dim)).astype(np.float32)
-            z = (await self.submit("prior", {"appearance": f, "noise": noise}))["motion"]
         else:
-            z = np.repeat((await self.encode(given["clip"])).motion_mean, n, axis=0)  # (n, T, Z)
+            z = np.repeat(codes.motion_mean, n, axis=0)  # (n, T, Z)
             f = rng.standard_normal((n, m.appearance_dim)).astype(np.float32)  # (n, F) ~ N(0, I)
-        return await self.decode(f, z)  # (n, T, S, S, 3)
+
+        async def videos() -> np.ndarray:
+            motion = z if params.sample == "appearance" else (
+                await self.submit("prior", {"appearance": f, "noise": noise}))["motion"]
+            return await self.decode(f, motion)  # (n, T, S, S, 3)
+
+        if codes is None:
+            return Result(await videos(), None)
+        return Result(*await asyncio.gather(videos(), self._errors(given["clip"], codes)))
 
     # -- the job form -----------------------------------------------------------------------
 
@@ -182,7 +232,9 @@ class Operations:
 
         encode {clips} -> the four code arrays; decode {appearance, motion}; swap {appearance,
         motion} clips, params both; generate {clip} or {appearance}, params sample, n, seed,
-        frames: each -> {videos}. ValueError for a job that is not one of these.
+        frames: each -> {videos}; encode, swap and generate from a clip add the clips'
+        reconstruction_error where the model has domain statistics. ValueError for a job that
+        is not one of these.
         """
         if operation == "encode":
             _expect(operation, arrays, {"clips"})
@@ -192,8 +244,8 @@ class Operations:
             return {"videos": await self.decode(arrays["appearance"], arrays["motion"])}
         if operation == "swap":
             _expect(operation, arrays, {"appearance", "motion"})
-            return {"videos": await self.swap(arrays["appearance"], arrays["motion"],
-                                              bool(params.get("both", False)))}
+            return (await self.swap(arrays["appearance"], arrays["motion"],
+                                    bool(params.get("both", False)))).arrays()
         if operation == "generate":
             if set(arrays) not in ({"clip"}, {"appearance"}):
                 raise ValueError(f"generate takes a clip or an appearance, not {sorted(arrays)}")
@@ -202,8 +254,8 @@ class Operations:
                                          int(params["seed"]), int(params["frames"]))
             except (KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"generate's parameters are off: {error!r}") from error
-            return {"videos": await self.generate(options, arrays.get("clip"),
-                                                  arrays.get("appearance"))}
+            return (await self.generate(options, arrays.get("clip"),
+                                        arrays.get("appearance"))).arrays()
         raise ValueError(f"no operation {operation!r}; there are {list(OPERATIONS)}")
 
 
