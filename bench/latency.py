@@ -26,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service import videoio  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.engine import LocalEngine  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.settings import REPO, Settings  # noqa: E402
 from tests.service.videos import encode, moving_square  # noqa: E402
+
+SHIPPED_MODEL = REPO / "models" / "sprites"
 
 
 def median_ms(fn, calls: int) -> float:
@@ -42,7 +44,7 @@ def median_ms(fn, calls: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Settings().MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)

@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.engine import Engine, LocalEngine  # noqa: E402
 from service.engine.redis_engine import RedisEngine  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.settings import REPO, Settings  # noqa: E402
 from tests.service.redisutil import Worker, delete_keys, unique_prefix  # noqa: E402
+
+SHIPPED_MODEL = REPO / "models" / "sprites"
 
 
 async def drive(engine: Engine, jobs: int, concurrency: int, frames: int) -> float:
@@ -60,7 +62,7 @@ async def measure(engine: Engine, args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Settings().MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--redis-url", default=os.environ.get("VDIS_REDIS_URL",
                                                               "redis://127.0.0.1:6379/9"))
     parser.add_argument("--jobs", type=int, default=400)

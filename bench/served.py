@@ -464,7 +464,7 @@ def plot(data: dict, out: Path) -> None:
 def main() -> None:
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=defaults.MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=defaults.MODELS_DIR / "sprites")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--configs", type=csv_words, default=list(CONFIGS))
     parser.add_argument("--endpoints", type=csv_words, default=list(ENDPOINTS))

@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from service import jobs as async_jobs
 from service import timing
 from service.api import deadline, guard, problems
-from service.api.routes import codes, generate, health, jobs, page, swap
+from service.api.routes import codes, generate, health, jobs, models, page, swap
 from service.engine import build_engine
 from service.metrics import Metrics
 from service.settings import Settings, get_settings
@@ -23,7 +23,9 @@ DESCRIPTION = """Split a short video into its **appearance** (how it looks: one 
 clip) and its **motion** (how it moves: one code per frame), swap them between videos, or make
 up new motions for a look. Upload videos as multipart form fields (`video`, or `appearance`
 and `motion`); results are MP4 by default (`format=gif|png|npz|json`, or an `Accept` header).
-Sample clips to try: `/static/samples/`. Errors are RFC 9457 problem+json with a `type` that
+Several models may be served: `GET /models` says what each is for; every model endpoint takes
+`model=NAME` (default: the service's default model). Sample clips to try: `/static/samples/`
+(each model's own under `GET /models`). Errors are RFC 9457 problem+json with a `type` that
 links to `/problems/{slug}`."""
 
 
@@ -57,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     problems.install(app)
     guard.open_framework_routes(app.router.routes)  # the docs; every route below is vdis's own
-    for module in (codes, swap, generate, jobs, health, page):
+    for module in (codes, swap, generate, jobs, models, health, page):
         app.include_router(module.router)
     # The web page's scripts, styles and sample clips (plain files, nothing from a CDN).
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")

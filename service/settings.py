@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,8 +19,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VDIS_", extra="ignore")
 
-    # The model
-    MODEL_DIR: Path = REPO / "models" / "sprites"
+    # The models: every exported folder (manifest.json + ONNX) under MODELS_DIR, by manifest
+    # name (service.engine.catalogue); requests name one with `model=`, else DEFAULT_MODEL.
+    # MODEL_DIR instead serves that one folder alone (its model is then the default).
+    MODELS_DIR: Path = REPO / "models"
+    MODEL_DIR: Path | None = None
+    DEFAULT_MODEL: str = "sprites-dsvae"  # the manifest name of models/sprites
+    MODELS: str = ""  # comma-separated names: serve (or, for a worker, run) only these
+    # eager: every model's graphs are hashed and loaded at start; lazy: on its first request
+    LOAD: Literal["eager", "lazy"] = "eager"
     # float16: the manifest's variants everywhere; auto: float32, except on CUDA where a graph
     # runs its float16 variant when it is within the variant's tolerance on that device
     PRECISION: Literal["auto", "float32", "float16"] = "auto"
@@ -95,6 +102,15 @@ class Settings(BaseSettings):
     # the whole request body must arrive within this many seconds of the request's start, else
     # 408 and the connection is closed: a stalled or trickled upload holds nothing for long
     BODY_TIMEOUT_S: float = Field(60.0, gt=0)
+
+    @field_validator("MODEL_DIR", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value):  # VDIS_MODEL_DIR= (compose's default) means unset
+        return None if value == "" else value
+
+    def model_names(self) -> list[str]:
+        """VDIS_MODELS as a list; empty: every model there is."""
+        return [name.strip() for name in self.MODELS.split(",") if name.strip()]
 
     def api_keys(self) -> tuple[bytes, ...]:
         """The accepted API keys (empty: keys are off), as bytes for a constant-time compare."""

@@ -1,15 +1,18 @@
 """The Redis worker: `python -m service.worker` (settings from the same VDIS_* variables).
 
-It reads up to MAX_BATCH jobs from the jobs stream as one consumer of the group, waiting at
-most MAX_WAIT_MS for the batch to fill. A job is one whole request (encode, decode, swap or
-generate on uint8 clips or codes); the jobs of a batch run side by side through the same
-operations (service.engine.ops), micro-batcher and onnxruntime runner as the in-process engine,
-so their rows share one call per graph and shape. It writes each result (uint8 frames, or
-codes) under its own key with a TTL, wakes the waiting API request and only then
-acknowledges. Jobs a dead worker left pending are claimed after CLAIM_IDLE_MS; a job
-delivered more than MAX_DELIVERIES times goes to the dead-letter stream and its client gets the
-reason. Up to MAX_CONCURRENT_RUNS batches are in flight at once (the next is read while one
-runs). SIGTERM finishes the batches in flight, then stops.
+It serves every model under VDIS_MODELS_DIR (or the one VDIS_MODEL_DIR names; VDIS_MODELS
+narrows them), each with its own runner and batcher, loaded at start or on its first job
+(VDIS_LOAD). It reads up to MAX_BATCH jobs from those models' job streams (one per model) as
+one consumer of the group, waiting at most MAX_WAIT_MS for the batch to fill. A job is one
+whole request (encode, decode, swap or generate on uint8 clips or codes); the jobs of a batch
+run side by side through the same operations (service.engine.ops), micro-batchers and
+onnxruntime runners as the in-process engine, so their rows share one call per model, graph
+and shape. It writes each result (uint8 frames, or codes) under its own key with a TTL, wakes
+the waiting API request and only then acknowledges. Jobs a dead worker left pending are claimed
+after CLAIM_IDLE_MS; a job delivered more than MAX_DELIVERIES times goes to the dead-letter
+stream and its client gets the reason. Up to MAX_CONCURRENT_RUNS batches are in flight at once
+(the next is read while one runs). SIGTERM finishes the batches in flight, then stops. The
+heartbeat lists the models it serves (`models`: loaded or not, memory, queue).
 
 `python -m service.worker --check` is the container's health check: it exits 0 when a worker on
 this host has a fresh heartbeat in Redis (the API counts only those), else 1 with the reason.
@@ -35,10 +38,9 @@ from redis.exceptions import ResponseError
 
 from service import timing
 from service.engine import wire
-from service.engine.batcher import MicroBatcher
+from service.engine.catalogue import discover
 from service.engine.keys import GROUP, Keys
-from service.engine.local import build_runner, resolve_parallelism
-from service.engine.ops import Operations
+from service.engine.local import LoadedModels, resolve_parallelism
 from service.engine.redis_engine import REDIS_DOWN, connect, redis_address
 from service.settings import Settings
 
@@ -51,6 +53,7 @@ DEAD_LETTERS_KEPT = 10_000  # the dead-letter stream is trimmed to about this ma
 
 @dataclass
 class Job:
+    stream: str
     entry_id: bytes
     id: str
     operation: str  # service.engine.ops.OPERATIONS
@@ -59,8 +62,12 @@ class Job:
     arrays: dict[str, np.ndarray]
     params: dict
 
+    @property
+    def entry(self) -> tuple[str, bytes]:
+        return self.stream, self.entry_id
+
     @classmethod
-    def parse(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> Job:
+    def parse(cls, stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Job:
         """A stream entry -> Job; ValueError (WireError) for anything malformed."""
         try:
             job_id, operation = fields[b"id"].decode(), fields[b"op"].decode()
@@ -72,7 +79,7 @@ class Job:
         params = meta.get("params", {}) if isinstance(meta, dict) else None
         if not isinstance(params, dict):
             raise ValueError(f"entry {entry_id!r}: the parameters are not an object")
-        return cls(entry_id, job_id, operation, model, deadline_ms, arrays, params)
+        return cls(stream, entry_id, job_id, operation, model, deadline_ms, arrays, params)
 
 
 def failure(kind: str, detail: str) -> bytes:
@@ -84,16 +91,13 @@ class Worker:
         self.settings = settings = resolve_parallelism(settings)
         self.keys = Keys(settings.REDIS_PREFIX)
         self.name = settings.WORKER_NAME or f"{socket.gethostname()}-{os.getpid()}"
-        self.runner = build_runner(settings)
-        # No wait inside the batcher: the batch was already gathered from Redis, and all its
-        # jobs start before the batcher's tasks run, so each step (graph and shape) of the
+        self.catalogue = discover(settings, with_default=False)
+        # No wait inside the batchers: the batch was already gathered from Redis, and all its
+        # jobs start before the batchers' tasks run, so each step (graph and shape) of the
         # batch's operations becomes onnxruntime calls of up to MAX_BATCH rows, shared among the
         # MAX_CONCURRENT_RUNS calls at once (1 by default).
-        self.batcher = MicroBatcher(self.runner.run, settings.MAX_BATCH, 0.0,
-                                    settings.MAX_CONCURRENT_RUNS, self._on_batch)
-        self.operations = Operations(self.runner.manifest, self.batcher.submit)
-        # the retry of one job of a failed batch: its calls alone, unbatched
-        self.alone = Operations(self.runner.manifest, self.batcher.run_alone)
+        self.models = LoadedModels(settings, self.catalogue, 0.0, self._on_batch)
+        self.streams = {self.keys.jobs(name): name for name in self.catalogue.names}
         self.redis = connect(settings, BLOCK_MS / 1000.0 + 10.0)
         self.address = redis_address(self.redis)
         self.stopping = asyncio.Event()
@@ -114,7 +118,7 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.batcher.start()
+        self.models.start()
         beat = None
         delay_s, down = BACKOFF_MIN_S, False
         try:
@@ -123,8 +127,8 @@ class Worker:
                     if beat is None:
                         await self._create_group()
                         beat = asyncio.create_task(self._heartbeat())
-                        log.info("worker %s reading %s on Redis %s", self.name, self.keys.jobs,
-                                 self.address)
+                        log.info("worker %s reading %s on Redis %s", self.name,
+                                 list(self.streams), self.address)
                     await self._step()
                     if down:
                         log.info("Redis at %s is back", self.address)
@@ -145,7 +149,7 @@ class Worker:
             await asyncio.gather(*self._handling, return_exceptions=True)
             if beat is not None:
                 beat.cancel()
-            await self.batcher.stop()
+            await self.models.stop()
             try:
                 await self.redis.delete(self.keys.worker(self.name))
             except REDIS_DOWN:
@@ -160,11 +164,12 @@ class Worker:
             pass
 
     async def _create_group(self) -> None:
-        try:  # from id 0: jobs queued before the group existed are served too
-            await self.redis.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        for stream in self.streams:
+            try:  # from id 0: jobs queued before the group existed are served too
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
 
     async def _step(self) -> None:
         """Read a batch and start running it. As many batches are in flight as onnxruntime calls
@@ -191,7 +196,8 @@ class Worker:
             self._handling.add(asyncio.create_task(self._handle(entries)))
 
     async def _read(self) -> list:
-        """Up to MAX_BATCH new entries: block for the first, then wait MAX_WAIT_MS for more."""
+        """Up to MAX_BATCH new entries (stream, id, fields) of any model: block for the first,
+        then wait MAX_WAIT_MS for more."""
         s = self.settings
         block_ms = max(1, min(BLOCK_MS, int(self.claim_every_s * 1000)))
         entries = await self._xread(s.MAX_BATCH, block_ms)
@@ -207,16 +213,27 @@ class Worker:
         return entries
 
     async def _xread(self, count: int, block_ms: int) -> list:
-        found = await self.redis.xreadgroup(GROUP, self.name, {self.keys.jobs: ">"},
+        found = await self.redis.xreadgroup(GROUP, self.name, dict.fromkeys(self.streams, ">"),
                                             count=count, block=block_ms)
-        return list(found[0][1]) if found else []
+        entries = [(stream.decode(), entry_id, fields) for stream, read in found or []
+                   for entry_id, fields in read]
+        return entries[:count]  # COUNT is per stream; the rest stay pending, claimed later
 
     async def _claim_stale(self) -> list:
-        """Entries other consumers left unacknowledged for CLAIM_IDLE_MS (they died)."""
-        s, jobs = self.settings, self.keys.jobs
+        """Entries (stream, id, fields) other consumers left unacknowledged for CLAIM_IDLE_MS
+        (they died), up to MAX_BATCH, the streams in turn."""
+        entries: list = []
+        for stream in self.streams:
+            if len(entries) < self.settings.MAX_BATCH:
+                entries += await self._claim_stale_of(stream,
+                                                      self.settings.MAX_BATCH - len(entries))
+        return entries
+
+    async def _claim_stale_of(self, jobs: str, count: int) -> list:
+        s = self.settings
         _, claimed, deleted = await self.redis.xautoclaim(
             jobs, GROUP, self.name, min_idle_time=s.CLAIM_IDLE_MS, start_id="0-0",
-            count=s.MAX_BATCH)
+            count=count)
         if deleted:
             await self.redis.xack(jobs, GROUP, *deleted)
         if not claimed:
@@ -232,69 +249,71 @@ class Worker:
         for (entry_id, fields), info in zip(claimed, pending, strict=True):
             deliveries = info[0]["times_delivered"] if info else 1
             (poison if deliveries > s.MAX_DELIVERIES else keep).append(
-                (entry_id, fields, deliveries))
+                (jobs, entry_id, fields, deliveries))
         if poison:
             await self._dead_letter(poison)
-        return [(entry_id, fields) for entry_id, fields, _ in keep]
+        return [(stream, entry_id, fields) for stream, entry_id, fields, _ in keep]
 
     # -- answering --------------------------------------------------------------------------
 
     async def _handle(self, entries: list) -> None:
         now_ms = time.time() * 1000.0
-        answers: dict[bytes, tuple[str, bytes]] = {}  # entry id -> (job id, packed answer)
-        dropped: list[bytes] = []
+        # (stream, entry id) -> (job id, packed answer)
+        answers: dict[tuple[str, bytes], tuple[str, bytes]] = {}
+        dropped: list[tuple[str, bytes]] = []
         jobs: list[Job] = []
-        for entry_id, fields in entries:
+        for stream, entry_id, fields in entries:
             try:
-                job = Job.parse(entry_id, fields)
-                if job.model != self.runner.manifest.name:
-                    raise ValueError(f"model {job.model!r} is not served by this worker, which "
-                                     f"serves {self.runner.manifest.name!r}")
+                job = Job.parse(stream, entry_id, fields)
+                if job.model != self.streams[stream]:
+                    raise ValueError(f"a job of model {job.model!r} in the stream of "
+                                     f"{self.streams[stream]!r}")
             except ValueError as error:
                 job_id = fields.get(b"id", b"").decode(errors="replace")
-                self._refuse(answers, dropped, entry_id, job_id, error)
+                self._refuse(answers, dropped, (stream, entry_id), job_id, error)
                 continue
             if job.deadline_ms < now_ms:  # its client has had its 504: computing it helps nobody
                 self.counts["expired"] += 1
-                dropped.append(entry_id)
+                dropped.append(job.entry)
                 continue
             jobs.append(job)
         outputs = await asyncio.gather(*(self._submit(j) for j in jobs), return_exceptions=True)
         for job, out in zip(jobs, outputs, strict=True):
             meta = {"status": "ok", "worker": self.name}
             if isinstance(out, ValueError):  # the job's arrays or parameters, checked first
-                self._refuse(answers, dropped, job.entry_id, job.id, out)
+                self._refuse(answers, dropped, job.entry, job.id, out)
                 continue
             if isinstance(out, BaseException):
                 out = await self._run_alone(job, out)
             else:
                 out, meta["model_s"] = out
-            answers[job.entry_id] = (job.id, out if isinstance(out, bytes) else
-                                     wire.pack(out, meta))
+            answers[job.entry] = (job.id, out if isinstance(out, bytes) else wire.pack(out, meta))
         self.counts["jobs"] += len(jobs)
         await self._answer(answers, dropped)
 
-    def _refuse(self, answers: dict, dropped: list, entry_id: bytes, job_id: str,
+    def _refuse(self, answers: dict, dropped: list, entry: tuple[str, bytes], job_id: str,
                 error: ValueError) -> None:
         """A malformed job: its client (if it has an id) gets the reason, nothing runs."""
-        log.warning("job %s refused: %s", job_id or entry_id, error)
+        log.warning("job %s refused: %s", job_id or entry, error)
         self.counts["failed"] += 1
         if job_id:
-            answers[entry_id] = (job_id, failure("job-failed", f"bad job: {error}"))
+            answers[entry] = (job_id, failure("job-failed", f"bad job: {error}"))
         else:
-            dropped.append(entry_id)
+            dropped.append(entry)
 
     async def _submit(self, job: Job) -> tuple[dict, float]:
         """The job's outputs, and the seconds its onnxruntime calls ran (the API's
         Server-Timing `model`)."""
         intervals = timing.begin()  # this task's own context: only this job's intervals
-        outputs = await self.operations.run(job.operation, job.arrays, job.params)
+        model = await self.models.get(job.model)  # loaded now if VDIS_LOAD=lazy
+        outputs = await model.operations.run(job.operation, job.arrays, job.params)
         return outputs, timing.total(intervals, "model")
 
     async def _run_alone(self, job: Job, error: Exception) -> dict | bytes:
         """A failed batch may have failed for one job: retry each alone to find which."""
         try:
-            return await self.alone.run(job.operation, job.arrays, job.params)
+            model = await self.models.get(job.model)
+            return await model.alone.run(job.operation, job.arrays, job.params)
         except Exception as alone:  # the model's own error, stored as this job's result
             log.exception("job %s (%s) failed: %s (in its batch: %s)", job.id, job.operation,
                           alone, error)
@@ -302,23 +321,26 @@ class Worker:
             return failure("job-failed", f"the model failed on this {job.operation} job: "
                            f"{alone}")
 
-    async def _answer(self, answers: dict[bytes, tuple[str, bytes]], dropped: list[bytes]):
+    async def _answer(self, answers: dict[tuple[str, bytes], tuple[str, bytes]],
+                      dropped: list[tuple[str, bytes]]):
         """Results under their own keys, then the wake-ups, then XACK + XDEL, in one MULTI."""
         ttl_s = self.settings.RESULT_TTL_S
-        done = list(answers) + dropped
+        done: dict[str, list[bytes]] = {}  # stream -> its entries answered or dropped
+        for stream, entry_id in [*answers, *dropped]:
+            done.setdefault(stream, []).append(entry_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             for job_id, packed in answers.values():
                 pipe.set(self.keys.result(job_id), packed, ex=ttl_s)
                 pipe.rpush(self.keys.reply(job_id), b"1")
                 pipe.expire(self.keys.reply(job_id), ttl_s)
-            if done:
-                pipe.xack(self.keys.jobs, GROUP, *done)
-                pipe.xdel(self.keys.jobs, *done)  # the payload is not kept once answered
+            for stream, entry_ids in done.items():
+                pipe.xack(stream, GROUP, *entry_ids)
+                pipe.xdel(stream, *entry_ids)  # the payload is not kept once answered
             await pipe.execute()
 
     async def _dead_letter(self, poison: list) -> None:
         answers = {}
-        for entry_id, fields, deliveries in poison:
+        for stream, entry_id, fields, deliveries in poison:
             job_id = fields.get(b"id", b"").decode(errors="replace")
             operation = fields.get(b"op", b"?").decode(errors="replace")
             detail = (f"the {operation} job was delivered to workers {deliveries} times and never "
@@ -330,13 +352,15 @@ class Worker:
                                                    b"entry_id": entry_id, b"worker": self.name},
                                   maxlen=DEAD_LETTERS_KEPT, approximate=True)
             if job_id:
-                answers[entry_id] = (job_id, failure("dead-lettered", detail))
+                answers[stream, entry_id] = (job_id, failure("dead-lettered", detail))
             self.counts["dead_lettered"] += 1
-        await self._answer(answers, [e for e, *_ in poison if e not in answers])
+        await self._answer(answers, [(stream, entry_id) for stream, entry_id, *_ in poison
+                                     if (stream, entry_id) not in answers])
 
     # -- heartbeat and counts ---------------------------------------------------------------
 
-    def _on_batch(self, graph: str, rows: int, waits_s: list[float], run_s: float) -> None:
+    def _on_batch(self, model: str, graph: str, rows: int, waits_s: list[float],
+                  run_s: float) -> None:
         self.batch_rows[rows] += 1
         self.counts["calls"] += 1
         self.counts["rows"] += rows
@@ -347,8 +371,12 @@ class Worker:
         if now - when > 0.1:
             self.rows_per_s = (self.counts["rows"] - rows) / (now - when)
             self._rate = (now, self.counts["rows"])
+        models = self.models.status()
+        runner = next((m for m in models.values() if m["loaded"]), {})  # the same for all
+        shared = {k: runner[k] for k in ("provider", "device", "device_name", "intra_op_threads")
+                  if k in runner}
         return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "model": self.runner.manifest.name, **self.runner.status(),
+                "models": models, **shared, "load": self.settings.LOAD,
                 "started_s": self.started_s, "beat_s": time.time(),
                 "max_batch": self.settings.MAX_BATCH,
                 "concurrent_runs": self.settings.MAX_CONCURRENT_RUNS,

@@ -47,3 +47,51 @@ def service_url(request) -> str:
     model_dir = os.environ.get("VDIS_TEST_MODEL_DIR") or request.getfixturevalue("tiny_model_dir")
     with running_service(Path(model_dir)) as url:
         yield url
+
+
+SECOND_MODEL = "tiny-b"
+
+
+@pytest.fixture(scope="session")
+def second_model_dir(tmp_path_factory) -> Path:
+    """Another tiny model (other weights, another data set named), exported as export does."""
+    from export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("second-model")
+    export_model(tiny_model(seed=1), out, name=SECOND_MODEL, fp16=False,
+                 meta={"dataset": "mmnist", "commit": "test"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def models_root(tiny_model_dir, second_model_dir, tmp_path_factory) -> Path:
+    """models/ as a deployment has it: two model folders (the second with a sample clip), a
+    judge's weights and a README, which are not models."""
+    import json
+    import shutil
+
+    from service.settings import REPO
+
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny_model_dir, root / "tiny")
+    shutil.copytree(second_model_dir, root / "second")
+    samples = root / "second" / "samples"
+    samples.mkdir()
+    shutil.copy(REPO / "service" / "static" / "samples" / "sprite-1-walk-front.mp4",
+                samples / "walk.mp4")
+    (samples / "index.json").write_text(json.dumps([{"file": "walk.mp4", "label": "A walk"}]))
+    (root / "judge").mkdir()
+    (root / "judge" / "sprites-judge.safetensors").write_bytes(b"not a model")
+    (root / "README.md").write_text("models")
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_models_url(models_root) -> str:
+    """A real `vdis serve` of the models root, tiny-dsvae the default."""
+    from tests.liveservice import running_service
+
+    env = {"VDIS_MODEL_DIR": "", "VDIS_MODELS_DIR": str(models_root),
+           "VDIS_DEFAULT_MODEL": "tiny-dsvae"}
+    with running_service(models_root, env=env) as url:
+        yield url

@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request, UploadFile
 from service import timing
 from service.api.problems import Problem
 from service.engine import Engine
+from service.engine.manifest import Manifest
 from service.metrics import Metrics
 from service.settings import Settings
 from service.videoio import Clip, Limits, VideoError, read_video
@@ -37,6 +38,30 @@ async def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+MODEL_QUERY = Query(description=(
+    "the model to run, by name (GET /models lists them); default: the service's default "
+    "model"))
+
+
+def resolve_model(request: Request, engine: Engine, name: str | None) -> Manifest:
+    """The manifest of model `name` (None: the default); an unknown name is a 404 problem
+    (service.engine.catalogue.UnknownModel). The name is kept for the metrics' labels."""
+    manifest = engine.resolve(name)
+    request.state.model = manifest.name
+    return manifest
+
+
+async def get_model(request: Request, engine: EngineDep,
+                    model: Annotated[str | None, MODEL_QUERY] = None) -> Manifest:
+    return resolve_model(request, engine, model)
+
+
+ModelDep = Annotated[Manifest, Depends(get_model)]
+
+
+def model_headers(manifest: Manifest) -> dict[str, str]:
+    """The headers every model answer carries: which model answered."""
+    return {"X-Vdis-Model": manifest.name}
 
 
 @dataclass
@@ -66,9 +91,9 @@ async def clip_options(
 ClipDep = Annotated[ClipOptions, Depends(clip_options)]
 
 
-def frame_count(requested: int | None, engine: Engine, settings: Settings) -> int:
-    limit = min(settings.MAX_FRAMES, engine.manifest.max_frames)
-    frames = requested or engine.manifest.seq_len
+def frame_count(requested: int | None, manifest: Manifest, settings: Settings) -> int:
+    limit = min(settings.MAX_FRAMES, manifest.max_frames)
+    frames = requested or manifest.seq_len
     if frames > limit:
         raise Problem("invalid-parameters", f"frames={frames} is above the limit of {limit}")
     return frames
@@ -96,20 +121,20 @@ async def read_upload(upload: UploadFile, settings: Settings, field: str) -> byt
     return data
 
 
-async def load_clip(upload: UploadFile, options: ClipOptions, engine: Engine,
+async def load_clip(upload: UploadFile, options: ClipOptions, manifest: Manifest,
                     settings: Settings, field: str) -> Clip:
     """An upload -> a model-sized clip (T, S, S, 3) uint8; a Problem naming it if bad."""
     import asyncio
 
     data = await read_upload(upload, settings, field)
-    frames = frame_count(options.frames, engine, settings)
+    frames = frame_count(options.frames, manifest, settings)
     limits = Limits(settings.MAX_UPLOAD_BYTES, settings.MAX_PIXELS, settings.MAX_DECODED_FRAMES)
     # Decoding is CPU work in C that releases the GIL: keep it off the event loop.
     try:
         with timing.phase("decode"):
             return await asyncio.to_thread(
                 read_video, data, frames, start_s=options.start, fps=options.fps,
-                fit=options.fit, size=engine.manifest.frame_size, limits=limits,
+                fit=options.fit, size=manifest.frame_size, limits=limits,
             )
     except VideoError as error:
         raise upload_problem(error.kind, upload, field, f"is refused: {error}") from error

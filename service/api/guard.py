@@ -4,7 +4,7 @@ A plain ASGI middleware outside everything else, so a request without a valid ke
 big a body costs no parsing, no spooling to disk and no async job:
 - with VDIS_API_KEYS set, every API route needs a key in `X-API-Key` or
   `Authorization: Bearer <key>`, else 401 with `WWW-Authenticate`, unless its router declares
-  it open (`APIRouter(route_class=PublicRoute)`: /health, /ready, /metrics, /model, /problems
+  it open (`APIRouter(route_class=PublicRoute)`: /health, /ready, /metrics, /model(s), /problems
   and the web page; the docs and static files are not API routes). Being keyed is a property of
   the route, read from the app's own routes: a new endpoint needs a key unless it says
   otherwise. Keys are compared as SHA-256 digests with `hmac.compare_digest`, against every

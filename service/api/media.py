@@ -110,15 +110,16 @@ def _accept_ranges(accept: str | None) -> list[tuple[str, float]]:
     return sorted(ranges, key=lambda r: r[0].count("*"))
 
 
-async def render(videos: np.ndarray, options: OutputOptions, headers: dict | None = None
-                 ) -> Response:
-    """videos: (N, T, H, W, 3) uint8 -> one HTTP response in the chosen format."""
+async def render(videos: np.ndarray, options: OutputOptions, headers: dict | None = None,
+                 model: str | None = None) -> Response:
+    """videos: (N, T, H, W, 3) uint8 -> one HTTP response in the chosen format; `model`: the
+    name of the model that made them (X-Vdis-Model)."""
     with timing.phase("encode"):
         content = await asyncio.to_thread(_encode, videos, options)
     n = len(videos)
     columns = math.ceil(math.sqrt(n))
     headers = {"X-Vdis-Results": str(n), "X-Vdis-Shape": "x".join(map(str, videos.shape)),
-               **(headers or {})}
+               **({"X-Vdis-Model": model} if model else {}), **(headers or {})}
     if options.format in ("mp4", "gif"):
         headers["X-Vdis-Grid"] = f"{math.ceil(n / columns)}x{columns}"
     if options.format != "json":

@@ -20,7 +20,9 @@ from service.engine.base import (
     EngineUnavailable,
     InvalidCodes,
     JobFailed,
+    ModelUnavailable,
 )
+from service.engine.catalogue import UnknownModel
 from service.videoio import VideoError
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,14 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "invalid-parameters": (422, "A parameter or the request body is invalid"),
     "invalid-codes": (422, "The codes do not fit this model"),
     "not-found": (404, "No such resource"),
+    "unknown-model": (404, "No model of that name is served here"),
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "The Accept header allows no media type this endpoint sends"),
     "request-timeout": (408, "The request body did not arrive in time"),
     "not-ready": (503, "The model is not loaded"),
     "busy": (503, "Too many jobs are queued; retry after the Retry-After seconds"),
     "engine-unavailable": (503, "The queue to the model workers cannot be reached"),
+    "model-unavailable": (503, "No live model worker serves the model asked for"),
     "deadline-exceeded": (504, "The request did not finish before its deadline"),
     "dead-lettered": (500, "The job stopped every worker that took it and was set aside"),
     "job-failed": (500, "A model worker could not run the job"),
@@ -68,7 +72,7 @@ _UNPARSED_BODY_DETAIL = ("the request body could not be parsed: send the videos 
 MODEL_PROBLEMS = ("invalid-body", "unauthorized", "not-acceptable", "too-large",
                   "unsupported-media-type", "invalid-parameters", "invalid-codes", "job-failed",
                   "dead-lettered", "busy", "engine-unavailable", "deadline-exceeded",
-                  "request-timeout", "too-much-output")
+                  "request-timeout", "too-much-output", "unknown-model", "model-unavailable")
 UPLOAD_PROBLEMS = MODEL_PROBLEMS + ("empty-video", "not-a-video", "truncated-video",
                                     "unsupported-codec", "too-many-pixels", "too-short",
                                     "too-long")
@@ -160,6 +164,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, error: EngineUnavailable):
         return problem_response("engine-unavailable", str(error), request.url.path,
+                                headers={"Retry-After": "1"})
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, error: UnknownModel):
+        return problem_response("unknown-model", str(error), request.url.path,
+                                models=error.names)
+
+    @app.exception_handler(ModelUnavailable)
+    async def _model_unavailable(request: Request, error: ModelUnavailable):
+        return problem_response("model-unavailable", str(error), request.url.path,
                                 headers={"Retry-After": "1"})
 
     @app.exception_handler(DeadlineExceeded)

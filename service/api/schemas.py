@@ -61,7 +61,9 @@ class DecodeRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"appearance": ENCODE_EXAMPLE["appearance"], "motion": ENCODE_EXAMPLE["motion"]}]})
-    model: str | None = Field(None, description="if given, must name the loaded model")
+    model: str | None = Field(None, description=(
+        "the model that made the codes (as /encode writes it): it runs them, unless the query's "
+        "`model` names one, which must then be the same"))
     appearance: AppearanceCode | list[float]
     motion: MotionCode | list[list[float]]
 

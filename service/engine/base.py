@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from service.engine.catalogue import Catalogue
 from service.engine.manifest import Manifest
 from service.engine.ops import (
     CODE_NAMES,
@@ -52,14 +53,27 @@ class JobFailed(RuntimeError):
         self.kind = kind
 
 
+class ModelUnavailable(RuntimeError):
+    """No live worker serves the model a request names (the Redis engine); 503."""
+
+
 class Engine(ABC):
-    manifest: Manifest
+    catalogue: Catalogue  # the models served, by name, and the default
+
+    @property
+    def manifest(self) -> Manifest:
+        """The default model's manifest."""
+        return self.catalogue.resolve(None)
+
+    def resolve(self, model: str | None) -> Manifest:
+        """The manifest of `model` (None: the default); UnknownModel if it is not served."""
+        return self.catalogue.resolve(model)
 
     @abstractmethod
     async def run(self, operation: str, model: str | None, arrays: Arrays,
                   params: dict) -> Arrays:
-        """One whole operation (service.engine.ops.Operations.run) of `model` (None: the
-        default), on arrays already checked."""
+        """One whole operation (service.engine.ops.Operations.run) of `model` (a name the
+        catalogue holds, or None: the default), on arrays already checked."""
 
     @abstractmethod
     def status(self) -> dict:
@@ -77,22 +91,26 @@ class Engine(ABC):
 
     async def encode(self, clips: np.ndarray, model: str | None = None) -> Codes:
         """clips (B, T, S, S, 3) or (T, S, S, 3) uint8 RGB -> Codes with a batch axis."""
-        out = await self.run("encode", model, {"clips": check_clips(self.manifest, clips)}, {})
+        m = self.resolve(model)
+        out = await self.run("encode", m.name, {"clips": check_clips(m, clips)}, {})
         return Codes(*(out[name] for name in CODE_NAMES))
 
     async def decode(self, appearance: np.ndarray, motion: np.ndarray,
                      model: str | None = None) -> np.ndarray:
         """appearance (B, F), motion (B, T, Z) -> video (B, T, S, S, 3) uint8 RGB."""
-        appearance, motion = check_codes(self.manifest, appearance, motion)
-        out = await self.run("decode", model, {"appearance": appearance, "motion": motion}, {})
+        m = self.resolve(model)
+        appearance, motion = check_codes(m, appearance, motion)
+        out = await self.run("decode", m.name, {"appearance": appearance, "motion": motion}, {})
         return out["videos"]
 
     async def swap(self, appearance_clip: np.ndarray, motion_clip: np.ndarray,
                    both: bool = False, model: str | None = None) -> np.ndarray:
         """The look of one clip with the motion of the other ((T, S, S, 3) uint8 each, the same
         T) -> (1, T, S, S, 3) uint8; `both`: the converse too -> (2, T, S, S, 3)."""
-        a, m = check_swap(self.manifest, appearance_clip, motion_clip)
-        out = await self.run("swap", model, {"appearance": a, "motion": m}, {"both": both})
+        manifest = self.resolve(model)
+        a, m = check_swap(manifest, appearance_clip, motion_clip)
+        out = await self.run("swap", manifest.name, {"appearance": a, "motion": m},
+                             {"both": both})
         return out["videos"]
 
     async def generate(self, sample: str, n: int, seed: int, frames: int | None = None,
@@ -104,8 +122,9 @@ class Engine(ABC):
         (1, F), new motions of `frames` steps (default: the model's seq_len) from the prior;
         sample=appearance: the motion of `clip`, new looks from N(0, I).
         """
-        params = GenerateParams(sample, n, seed, frames or self.manifest.seq_len)
-        arrays = check_generate(self.manifest, params, clip, appearance)
-        out = await self.run("generate", model, arrays, {
+        m = self.resolve(model)
+        params = GenerateParams(sample, n, seed, frames or m.seq_len)
+        arrays = check_generate(m, params, clip, appearance)
+        out = await self.run("generate", m.name, arrays, {
             "sample": sample, "n": n, "seed": seed, "frames": params.frames})
         return out["videos"]

@@ -15,11 +15,11 @@ ASYNC_GROUP = "api"  # the consumer group every API process joins for `?async=tr
 class Keys:
     prefix: str = "vdis"
 
-    @property
-    def jobs(self) -> str:
-        """Stream of jobs, one per request: fields id, op (encode, decode, swap, generate),
-        model, deadline_ms, payload (the arrays and the parameters, service.engine.wire)."""
-        return f"{self.prefix}:jobs"
+    def jobs(self, model: str) -> str:
+        """Stream of one model's jobs, one per request: fields id, op (encode, decode, swap,
+        generate), model, deadline_ms, payload (the arrays and the parameters,
+        service.engine.wire). A stream per model: a worker reads only the models it serves."""
+        return f"{self.prefix}:jobs:{model}"
 
     @property
     def dead(self) -> str:

@@ -169,7 +169,8 @@ def read_manifest(folder: str | Path) -> ManifestDoc:
     """Parse and validate `folder/manifest.json` (no hashing). RuntimeError when it is off."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise RuntimeError(f"no model at {folder}: {path.name} is missing (set VDIS_MODEL_DIR)")
+        raise RuntimeError(f"no model at {folder}: {path.name} is missing (set VDIS_MODELS_DIR "
+                           "or VDIS_MODEL_DIR)")
     text = path.read_text()
     try:
         return ManifestDoc.model_validate_json(text)
@@ -198,8 +199,32 @@ def load_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
 
     Raises RuntimeError (a broken deployment, not a caller mistake) when anything is off.
     """
+    manifest = describe_manifest(folder, precision)
+    check_files(manifest)
+    return manifest
+
+
+def describe_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
+    """`folder/manifest.json` read and validated, its graphs of `precision` chosen, no file
+    hashed (the model catalogue reads every folder at start; a model is hashed when loaded)."""
     folder = Path(folder)
     doc = read_manifest(folder)
+    if precision in ("float32", "auto"):  # auto: float32, the runner may swap graphs on CUDA
+        chosen = {name: doc.graphs[name].file for name in GRAPHS}
+    else:  # a graph the variant leaves out (e.g. a recurrent prior) runs in float32
+        variant = doc.variants.get(precision)
+        if not variant:
+            raise RuntimeError(f"{folder / 'manifest.json'}: no {precision} variant for "
+                               "VDIS_PRECISION")
+        chosen = {name: (variant[name] if name in variant else doc.graphs[name]).file
+                  for name in GRAPHS}
+    return Manifest(folder, doc, {name: folder / file for name, file in chosen.items()},
+                    precision)
+
+
+def check_files(manifest: Manifest) -> None:
+    """RuntimeError unless every file the manifest names is there with its SHA-256."""
+    folder, doc = manifest.folder, manifest.doc
     path = folder / "manifest.json"
     for where, spec in doc.files().items():
         file = folder / spec.file
@@ -211,16 +236,6 @@ def load_manifest(folder: str | Path, precision: str = "float32") -> Manifest:
                 f"{file}: SHA-256 {digest} differs from the manifest's {spec.sha256} "
                 f"({where}); the model folder is corrupt or was edited"
             )
-    if precision in ("float32", "auto"):  # auto: float32, the runner may swap graphs on CUDA
-        chosen = {name: doc.graphs[name].file for name in GRAPHS}
-    else:  # a graph the variant leaves out (e.g. a recurrent prior) runs in float32
-        variant = doc.variants.get(precision)
-        if not variant:
-            raise RuntimeError(f"{path}: no {precision} variant for VDIS_PRECISION")
-        chosen = {name: (variant[name] if name in variant else doc.graphs[name]).file
-                  for name in GRAPHS}
-    return Manifest(folder, doc, {name: folder / file for name, file in chosen.items()},
-                    precision)
 
 
 def sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 
@@ -29,9 +30,10 @@ from service.engine.base import (
     EngineBusy,
     EngineUnavailable,
     JobFailed,
+    ModelUnavailable,
 )
+from service.engine.catalogue import discover
 from service.engine.keys import GROUP, Keys
-from service.engine.manifest import load_manifest
 from service.engine.ops import Arrays
 from service.settings import Settings
 
@@ -78,11 +80,14 @@ def redis_address(client: aioredis.Redis) -> str:
 class RedisEngine(Engine):
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.manifest = load_manifest(settings.MODEL_DIR, settings.PRECISION)
+        # The API checks what callers send against the manifests; the workers hash and run the
+        # graphs, so the API reads no ONNX file.
+        self.catalogue = discover(settings)
         self.keys = Keys(settings.REDIS_PREFIX)
         self.redis = connect(settings, settings.REQUEST_TIMEOUT_S + 5.0)
         self.address = redis_address(self.redis)
         self._enqueue = self.redis.register_script(ENQUEUE_LUA)
+        self._served: tuple[float, set[str], int] = (-math.inf, set(), 0)  # when, models, workers
 
     async def start(self) -> None:
         try:
@@ -97,19 +102,20 @@ class RedisEngine(Engine):
     async def run(self, operation: str, model: str | None, arrays: Arrays,
                   params: dict) -> Arrays:
         s, keys = self.settings, self.keys
-        model = model or self.manifest.name
+        model = self.resolve(model).name
         job_id = uuid.uuid4().hex
         sent = time.perf_counter()
         deadline_s = time.time() + s.REQUEST_TIMEOUT_S
         payload = wire.pack(arrays, {"params": params})
         try:
+            await self._check_served(model)
             queued = await self._enqueue(
-                keys=[keys.jobs], args=[s.QUEUE_MAX, "id", job_id, "op", operation,
+                keys=[keys.jobs(model)], args=[s.QUEUE_MAX, "id", job_id, "op", operation,
                                         "model", model, "deadline_ms", int(deadline_s * 1000),
                                         "payload", payload])
             if queued >= 0:
-                raise EngineBusy(f"{queued} jobs are queued, the limit is {s.QUEUE_MAX} "
-                                 "(VDIS_QUEUE_MAX); retry later", s.RETRY_AFTER_S)
+                raise EngineBusy(f"{queued} {model} jobs are queued, the limit is "
+                                 f"{s.QUEUE_MAX} (VDIS_QUEUE_MAX); retry later", s.RETRY_AFTER_S)
             reply = await self.redis.blpop([keys.reply(job_id)],
                                            timeout=max(deadline_s - time.time(), 0.01))
             packed = None if reply is None else await self.redis.getdel(keys.result(job_id))
@@ -135,28 +141,57 @@ class RedisEngine(Engine):
         timing.record("model", answered - model_s, answered)
         return outputs
 
+    async def _check_served(self, model: str) -> None:
+        """ModelUnavailable when workers are beating but none serves `model`: its job would
+        wait for nobody. With no worker at all the job is queued, for one that starts to take
+        (until its deadline), as before several models. The heartbeats are read at most once
+        per heartbeat period."""
+        checked_s, served, workers = self._served
+        if time.monotonic() - checked_s > self.settings.HEARTBEAT_S:
+            beats = await self._heartbeats()
+            served = {name for beat in beats for name in beat.get("models", {})}
+            self._served = checked_s, served, workers = time.monotonic(), served, len(beats)
+        if workers and model not in served:
+            raise ModelUnavailable(
+                f"none of the {workers} live workers serves model {model!r} (they serve "
+                f"{sorted(served)}); start one whose VDIS_MODELS_DIR holds it and whose "
+                "VDIS_MODELS, if set, names it")
+
+    async def _heartbeats(self) -> list[dict]:
+        names = [k async for k in self.redis.scan_iter(self.keys.worker_pattern, count=100)]
+        beats = await self.redis.mget(names) if names else []
+        return sorted((json.loads(b) for b in beats if b), key=lambda w: w["name"])
+
     def status(self) -> dict:
         return {"engine": "redis", "redis": self.address}
 
     async def probe(self) -> dict:
-        """Redis reachable, queue length and pending jobs, live workers and their counts."""
+        """Redis reachable, each model's queue and the live workers serving it, their counts."""
         info = {"engine": "redis", "redis": {"address": self.address, "connected": False}}
+        names = self.catalogue.names
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xlen(self.keys.jobs)
+                for name in names:
+                    pipe.xlen(self.keys.jobs(name))
+                    pipe.xpending(self.keys.jobs(name), GROUP)
                 pipe.xlen(self.keys.dead)
-                pipe.xpending(self.keys.jobs, GROUP)
-                length, dead, pending = await pipe.execute(raise_on_error=False)
-            names = [k async for k in self.redis.scan_iter(self.keys.worker_pattern, count=100)]
-            beats = await self.redis.mget(names) if names else []
+                *queues, dead = await pipe.execute(raise_on_error=False)
+            workers = await self._heartbeats()
         except REDIS_DOWN as error:
             return {"ready": False, "reason": f"Redis at {self.address} is unreachable: {error}",
                     **info}
-        pending = 0 if isinstance(pending, ResponseError) else pending["pending"]  # no group yet
-        workers = sorted((json.loads(b) for b in beats if b), key=lambda w: w["name"])
+        models = {}
+        for name, length, pending in zip(names, queues[::2], queues[1::2], strict=True):
+            pending = 0 if isinstance(pending, ResponseError) else pending["pending"]  # no group
+            serving = [w["name"] for w in workers if name in w.get("models", {})]
+            models[name] = {"ready": bool(serving), "workers": serving, "queued": length,
+                            "pending": pending}
         info["redis"]["connected"] = True
-        info["queue"] = {"length": length, "pending": pending, "max": self.settings.QUEUE_MAX,
-                         "dead_letters": dead}
+        info["queue"] = {"length": sum(m["queued"] for m in models.values()),
+                         "pending": sum(m["pending"] for m in models.values()),
+                         "max": self.settings.QUEUE_MAX, "dead_letters": dead}
+        info["default_model"] = self.catalogue.default
+        info["models"] = models
         info["workers"] = workers
         if not workers:
             return {"ready": False, "reason": "no worker has sent a heartbeat recently "

@@ -248,7 +248,7 @@ def test_dockerfile_structure(image):
     for kind, args in steps:
         if kind in ("CMD", "HEALTHCHECK"):
             assert json.loads(args[args.index("["):]), f"{kind} in exec form"
-    assert "VDIS_MODEL_DIR=/app/models/sprites" in " ".join(a for k, a in steps if k == "ENV")
+    assert "VDIS_MODELS_DIR=/app/models" in " ".join(a for k, a in steps if k == "ENV")
 
 
 def test_containers_run_as_non_root():

@@ -72,6 +72,7 @@ COMPOSE_ENV = {"VDIS_TAG": TAG, "VDIS_REDIS_IMAGE": f"vdis-redis:{TAG}",
                "VDIS_MAX_WAIT_MS": "500", "VDIS_REQUEST_TIMEOUT_S": "60"}
 # The keys on the stack's own Redis, under the compose file's default VDIS_REDIS_PREFIX
 PREFIX = Keys(interpolate(merged_cpu()["services"]["api"]["environment"]["VDIS_REDIS_PREFIX"]))
+SPRITES_JOBS = PREFIX.jobs("sprites-dsvae")  # the default model's job stream
 
 
 def report(pytestconfig, line: str) -> None:
@@ -312,7 +313,7 @@ def swap_requests(client: httpx.AsyncClient, n: int) -> list[asyncio.Task]:
 def held(stack: Stack) -> dict[str, int]:
     """Jobs each worker has read and not answered (answered jobs are deleted from the stream)."""
     try:
-        consumers = stack.redis.xinfo_consumers(PREFIX.jobs, GROUP)
+        consumers = stack.redis.xinfo_consumers(SPRITES_JOBS, GROUP)
     except redis.ResponseError:  # no group yet
         return {}
     return {c["name"].decode(): c["pending"] for c in consumers if c["pending"]}
@@ -395,7 +396,7 @@ def test_sigterm_lets_the_workers_finish_their_batch(stack, pytestconfig):
             while True:
                 assert time.monotonic() < deadline, "the workers never held the whole burst"
                 holding = held(stack)
-                if sum(holding.values()) == n == stack.redis.xlen(PREFIX.jobs):
+                if sum(holding.values()) == n == stack.redis.xlen(SPRITES_JOBS):
                     break
                 await asyncio.sleep(0.02)
             started = time.monotonic()
@@ -433,10 +434,10 @@ def test_async_jobs_survive_a_redis_restart(stack, pytestconfig):
         def streams() -> tuple[int, int, int]:
             """(async request entries, those an API process took, model jobs queued)"""
             taken = stack.redis.xpending(PREFIX.async_requests, ASYNC_GROUP)["pending"]
-            return stack.redis.xlen(PREFIX.async_requests), taken, stack.redis.xlen(PREFIX.jobs)
-        # the API took every request and queued its model jobs (a swap's first two: the
-        # encodes of both uploads), which no worker reads
-        wait_for(lambda: streams() == (n, n, 2 * n), 60, f"{n} requests' model jobs queued")
+            return stack.redis.xlen(PREFIX.async_requests), taken, stack.redis.xlen(SPRITES_JOBS)
+        # the API took every request and queued its model job (one per swap), which no
+        # worker reads
+        wait_for(lambda: streams() == (n, n, n), 60, f"{n} requests' model jobs queued")
         before = streams()
         started = time.monotonic()
         stack.compose("restart", "redis")

@@ -32,11 +32,17 @@ def unique_prefix(name: str) -> str:
     return f"vdis-test-{name}-{uuid.uuid4().hex[:8]}"
 
 
-def service_env(model_dir: Path, prefix: str, url: str = REDIS_URL, **overrides) -> dict:
-    """Environment for a worker or API subprocess: VDIS_* from keyword arguments."""
-    env = {**os.environ, "VDIS_MODEL_DIR": str(model_dir), "VDIS_REDIS_URL": url,
+def service_env(model_dir: Path | None, prefix: str, url: str = REDIS_URL, **overrides) -> dict:
+    """Environment for a worker or API subprocess: VDIS_* from keyword arguments.
+
+    `model_dir`: the one model folder to serve; None: the models under MODELS_DIR=...
+    """
+    env = {**os.environ, "VDIS_REDIS_URL": url,
            "VDIS_REDIS_PREFIX": prefix, "VDIS_INTRA_OP_THREADS": "1",
            "VDIS_INTER_OP_THREADS": "1", "VDIS_HEARTBEAT_S": "0.2"}
+    env.pop("VDIS_MODEL_DIR", None)
+    if model_dir is not None:
+        env["VDIS_MODEL_DIR"] = str(model_dir)
     env.update({f"VDIS_{k}": str(v) for k, v in overrides.items()})
     return env
 
@@ -60,7 +66,7 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.05):
 class Worker:
     """`python -m service.worker` as a subprocess, logging to a file."""
 
-    def __init__(self, model_dir: Path, prefix: str, name: str, log_dir: Path,
+    def __init__(self, model_dir: Path | None, prefix: str, name: str, log_dir: Path,
                  url: str = REDIS_URL, wait: bool = True, **settings):
         self.prefix, self.name, self.url = prefix, name, url
         self.log = log_dir / f"{name}.log"
@@ -89,7 +95,7 @@ class Worker:
 class Api:
     """`uvicorn service.app:app` with the Redis engine, as a subprocess on a free port."""
 
-    def __init__(self, model_dir: Path, prefix: str, log_dir: Path, url: str = REDIS_URL,
+    def __init__(self, model_dir: Path | None, prefix: str, log_dir: Path, url: str = REDIS_URL,
                  **settings):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

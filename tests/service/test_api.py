@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.engine.manifest import load_manifest
 from service.settings import Settings
 from tests.service.conftest import SHIPPED_MODEL, make_settings
 from tests.service.videos import encode, moving_square, sprite_clip, unknown_codec
@@ -271,12 +272,15 @@ def test_concurrent_requests_are_batched_and_answered_correctly(model_dir):
         np.testing.assert_array_equal(a["motion_mean"], b["motion_mean"])
     assert len({a["appearance_mean"].tobytes() for a in together}) == 6
     # 12 encoder rows in all: 6 alone (batches of 1), so fewer than 12 batches means merging.
-    count = _sample(metrics, 'vdis_batch_size_count{graph="encoder"}')
-    total = _sample(metrics, 'vdis_batch_size_sum{graph="encoder"}')
+    # labelled by model (prometheus_client writes the labels sorted)
+    model = f'model="{load_manifest(model_dir).name}"'
+    count = _sample(metrics, f'vdis_batch_size_count{{graph="encoder",{model}}}')
+    total = _sample(metrics, f'vdis_batch_size_sum{{graph="encoder",{model}}}')
     assert total == 12 and count < 12
-    assert _sample(metrics, 'vdis_batch_size_bucket{graph="encoder",le="1.0"}') < count
-    assert 'vdis_queue_wait_seconds_count{graph="encoder"} 12.0' in metrics
-    assert 'vdis_requests_total{method="POST",route="/encode",status="200"} 12.0' in metrics
+    assert _sample(metrics, f'vdis_batch_size_bucket{{graph="encoder",le="1.0",{model}}}') < count
+    assert f'vdis_queue_wait_seconds_count{{graph="encoder",{model}}} 12.0' in metrics
+    assert (f'vdis_requests_total{{method="POST",{model},route="/encode",status="200"}} 12.0'
+            in metrics)
 
 
 def _sample(metrics: str, name: str) -> float:

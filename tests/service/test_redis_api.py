@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.engine import wire
 from service.engine.keys import Keys
+from service.engine.manifest import load_manifest
 from service.engine.redis_engine import RedisEngine
 from tests.service.conftest import make_settings
 from tests.service.redisutil import (
@@ -123,7 +124,7 @@ def test_a_request_is_one_job_of_uint8_clips(model_dir, mp4, webm):
             name = remote.get("/model").json()["name"]
             assert remote.post("/swap?both=true", files=files).status_code == 504
             with redis.Redis.from_url(REDIS_URL) as r:
-                entries = r.xrange(Keys(prefix).jobs)
+                entries = r.xrange(Keys(prefix).jobs(name))
         assert len(entries) == 1
         fields = entries[0][1]
         assert fields[b"op"] == b"swap" and fields[b"model"] == name.encode()
@@ -257,7 +258,8 @@ def test_full_queue_is_503_and_a_missed_deadline_504(model_dir, client, tmp_path
         late_worker = Worker(model_dir, prefix, "late", tmp_path)
         try:
             with redis.Redis.from_url(REDIS_URL) as r:
-                wait_for(lambda: r.xlen(Keys(prefix).jobs) == 0, 30, "the queue to empty")
+                stream = Keys(prefix).jobs(load_manifest(model_dir).name)
+                wait_for(lambda: r.xlen(stream) == 0, 30, "the queue to empty")
             beat = wait_for(lambda: late_worker.beat()["counts"].get("expired"), 10, "a beat")
             assert beat == 1 and late_worker.beat()["counts"].get("jobs", 0) == 0
         finally:

@@ -59,6 +59,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(model_dir, prefix, tmp_path):
     settings = make_settings(model_dir, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix,
                              REQUEST_TIMEOUT_S=90)
     keys = Keys(prefix)
+    jobs = keys.jobs(load_manifest(model_dir).name)  # the model's stream
     f, z = codes(model_dir, 50, 32)
     worker_settings = {"MAX_BATCH": 64, "MAX_WAIT_MS": 100, "CLAIM_IDLE_MS": 500}
     doomed = None
@@ -71,20 +72,20 @@ def test_a_worker_killed_mid_batch_loses_nothing(model_dir, prefix, tmp_path):
         try:
             calls = [asyncio.create_task(engine.decode(f[i:i + 1], z[i:i + 1]))
                      for i in range(50)]
-            while await watch.xlen(keys.jobs) < 50:
+            while await watch.xlen(jobs) < 50:
                 await asyncio.sleep(0.01)
-            await watch.xgroup_create(keys.jobs, GROUP, id="0")
+            await watch.xgroup_create(jobs, GROUP, id="0")
             doomed = Worker(model_dir, prefix, "doomed", tmp_path, wait=False,
                             **{**worker_settings, "MAX_WAIT_MS": 8000})
             held, deadline = 0, time.monotonic() + 60
             while held < 50:  # it has read the whole batch, and waits for more before running
                 assert doomed.process.poll() is None, doomed.log.read_text()
                 assert time.monotonic() < deadline, "the doomed worker never read the jobs"
-                held = (await watch.xpending(keys.jobs, GROUP))["pending"]
+                held = (await watch.xpending(jobs, GROUP))["pending"]
                 await asyncio.sleep(0.01)
             doomed.process.kill()
             doomed.process.wait()
-            pending = await watch.xpending(keys.jobs, GROUP)
+            pending = await watch.xpending(jobs, GROUP)
             assert pending["pending"] > 0 and not any(c.done() for c in calls)
             rescuer = Worker(model_dir, prefix, "rescuer", tmp_path, wait=False,
                              **worker_settings)
@@ -110,6 +111,7 @@ def test_a_poison_job_is_dead_lettered_with_a_clear_error(model_dir, prefix, tmp
     """A job every worker died on (simulated: read and never acknowledged, three times) goes to
     the dead-letter stream after MAX_DELIVERIES, and its client gets a problem saying so."""
     keys = Keys(prefix)
+    jobs = keys.jobs(load_manifest(model_dir).name)  # the model's stream
     settings = make_settings(model_dir, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix)
     f, z = codes(model_dir, 1, 8)
     answers = []
@@ -119,11 +121,11 @@ def test_a_poison_job_is_dead_lettered_with_a_clear_error(model_dir, prefix, tmp
                                                                              json=body)))
         caller.start()
         with redis.Redis.from_url(REDIS_URL) as r:
-            wait_for(lambda: r.exists(keys.jobs), 10, "the job")
-            r.xgroup_create(keys.jobs, GROUP, id="0")
-            (entry_id, _), = r.xreadgroup(GROUP, "crashed-1", {keys.jobs: ">"})[0][1]
+            wait_for(lambda: r.exists(jobs), 10, "the job")
+            r.xgroup_create(jobs, GROUP, id="0")
+            (entry_id, _), = r.xreadgroup(GROUP, "crashed-1", {jobs: ">"})[0][1]
             for crashed in ("crashed-2", "crashed-3"):  # each "dies" holding it
-                r.xclaim(keys.jobs, GROUP, crashed, 0, [entry_id])
+                r.xclaim(jobs, GROUP, crashed, 0, [entry_id])
             worker = Worker(model_dir, prefix, "survivor", tmp_path, CLAIM_IDLE_MS=200,
                             MAX_DELIVERIES=3)
             try:
@@ -150,7 +152,7 @@ def test_the_engine_raises_job_failed_for_a_dead_letter(model_dir, prefix):
     settings = make_settings(model_dir, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix,
                              REQUEST_TIMEOUT_S=10)
     keys = Keys(prefix)
-
+    jobs = keys.jobs(load_manifest(model_dir).name)  # the model's stream
     f, z = codes(model_dir, 1, 8)
 
     async def main():
@@ -158,9 +160,9 @@ def test_the_engine_raises_job_failed_for_a_dead_letter(model_dir, prefix):
         watch = aioredis.Redis.from_url(REDIS_URL)
         try:
             call = asyncio.create_task(engine.decode(f, z))
-            while not await watch.exists(keys.jobs):
+            while not await watch.exists(jobs):
                 await asyncio.sleep(0.01)
-            (entry_id, fields), = (await watch.xrange(keys.jobs))
+            (entry_id, fields), = (await watch.xrange(jobs))
             job_id = fields[b"id"].decode()
             await watch.set(keys.result(job_id), wire.pack({}, {"status": "dead-lettered",
                                                                 "detail": "set aside"}))
@@ -321,7 +323,7 @@ def test_a_full_queue_under_load_answers_every_client(model_dir, tmp_path):
             calls = [pool.submit(clients.send, i) for i in range(40)]
             wait_for(lambda: sum(c.done() for c in calls) >= 36, 60, "the refusals")
             with redis.Redis.from_url(REDIS_URL) as r:
-                queued = r.xlen(Keys(prefix).jobs)
+                queued = r.xlen(Keys(prefix).jobs(load_manifest(model_dir).name))
             late = Worker(model_dir, prefix, "late", tmp_path, MAX_BATCH=2)
             try:
                 first = [(i, c.result(90)) for i, c in enumerate(calls)]

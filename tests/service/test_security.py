@@ -83,9 +83,11 @@ def test_every_route_not_declared_public_refuses_a_request_without_a_key(keyed):
                 assert answer.status_code != 401, (method, path)
                 public_seen.add(route.path)
     assert {"/encode", "/decode", "/swap", "/generate", "/jobs/{job_id}"} <= keyed_seen
-    # the open routes are exactly these: probes, the model card, problem types, page and docs
+    # the open routes are exactly these: probes, the model cards and their sample clips,
+    # problem types, page and docs
     assert public_seen - {"/favicon.ico"} == {
-        "/health", "/ready", "/metrics", "/model", "/problems/{slug}", "/", "/docs",
+        "/health", "/ready", "/metrics", "/model", "/models", "/models/{name}",
+        "/models/{name}/samples/{file}", "/problems/{slug}", "/", "/docs",
         "/docs/oauth2-redirect", "/redoc"} - ({"/redoc"} - public_seen)
     # a new route on a plain router is keyed with no list to update
     from fastapi import APIRouter

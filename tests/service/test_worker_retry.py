@@ -44,14 +44,15 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
         jobs = [asyncio.create_task(engine.decode(a, m)) for a, m in codes]
         with redis.Redis.from_url(REDIS_URL) as plain:
             for _ in range(200):
-                if plain.xlen(engine.keys.jobs) == 3:
+                if plain.xlen(engine.keys.jobs(engine.manifest.name)) == 3:
                     break
                 await asyncio.sleep(0.01)
-            assert plain.xlen(engine.keys.jobs) == 3
+            assert plain.xlen(engine.keys.jobs(engine.manifest.name)) == 3
 
         worker = Worker(settings)
         model_calls: list[int] = []
-        real_run = worker.batcher.run
+        batcher = worker.models.loaded[engine.manifest.name].batcher
+        real_run = batcher.run
 
         def flaky_run(graph, inputs):
             model_calls.append(len(inputs["appearance"]))
@@ -59,7 +60,7 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
                 raise RuntimeError("a poisoned row")
             return real_run(graph, inputs)
 
-        worker.batcher.run = flaky_run
+        batcher.run = flaky_run
         serving = asyncio.create_task(worker.run())
         try:
             answers = await asyncio.wait_for(
@@ -68,7 +69,7 @@ def test_one_bad_job_in_a_batch_fails_alone_and_the_others_get_their_results(mod
             worker.stop()
             await serving
         await engine.close()
-        return answers, codes, model_calls, worker.counts, engine.keys.jobs
+        return answers, codes, model_calls, worker.counts, engine.keys.jobs(engine.manifest.name)
 
     answers, codes, model_calls, counts, jobs_key = asyncio.run(scenario())
     expected = [local_decode(model_dir, a, m) for a, m in codes[::2]]  # each in a call of its own

@@ -9,7 +9,17 @@ from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from service import videoio
-from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
+from service.api.deps import (
+    MODEL_QUERY,
+    ClipDep,
+    EngineDep,
+    ModelDep,
+    SettingsDep,
+    frame_count,
+    load_clip,
+    model_headers,
+    resolve_model,
+)
 from service.api.media import (
     BINARY,
     VIDEO_CONTENT,
@@ -29,7 +39,8 @@ router = APIRouter(tags=["codes"])
              responses={200: {"content": {"application/x-npz": BINARY}},
                         **responses(*UPLOAD_PROBLEMS)})
 async def encode(
-    engine: EngineDep, settings: SettingsDep, clip_options: ClipDep,
+    engine: EngineDep, manifest: ModelDep, settings: SettingsDep, clip_options: ClipDep,
+    response: Response,
     video: Annotated[UploadFile, File(description="a video: mp4, webm, avi, mov, gif, ...")],
     format: Annotated[Literal["json", "npz"] | None, Query(description=(
         "json, or npz arrays; default from the Accept header, else json"))] = None,
@@ -43,19 +54,21 @@ async def encode(
     localhost:8000/encode > codes.json`
     """
     format = format or negotiate(accept, ("json", "npz"))
-    clip = await load_clip(video, clip_options, engine, settings, "video")
-    codes = await engine.encode(clip.frames)
+    clip = await load_clip(video, clip_options, manifest, settings, "video")
+    codes = await engine.encode(clip.frames, model=manifest.name)
     f_mean, f_logvar = codes.appearance_mean[0], codes.appearance_logvar[0]  # (F,)
     z_mean, z_logvar = codes.motion_mean[0], codes.motion_logvar[0]  # (T, Z)
     if format == "npz":
         content = videoio.encode_npz(
             appearance_mean=f_mean, appearance_logvar=f_logvar, motion_mean=z_mean,
             motion_logvar=z_logvar, frame_indices=np.asarray(clip.indices),
-            model=np.asarray(engine.manifest.name),
+            model=np.asarray(manifest.name),
         )
-        return Response(content, media_type="application/x-npz", headers=download("npz"))
+        return Response(content, media_type="application/x-npz",
+                        headers={**download("npz"), **model_headers(manifest)})
+    response.headers.update(model_headers(manifest))
     return EncodePublic(
-        model=engine.manifest.name,
+        model=manifest.name,
         appearance={"mean": f_mean.tolist(), "logvar": f_logvar.tolist(),
                     "std": np.exp(0.5 * f_logvar).tolist()},
         motion={"mean": z_mean.tolist(), "logvar": z_logvar.tolist(),
@@ -76,24 +89,28 @@ async def require_json(request: Request) -> None:  # async: no worker thread (se
 @router.post("/decode", dependencies=[Depends(require_json)], summary="Make a video from codes",
              response_class=Response,
              responses={200: {"content": VIDEO_CONTENT}, **responses(*MODEL_PROBLEMS)})
-async def decode(body: DecodeRequest, engine: EngineDep, settings: SettingsDep,
-                 output: OutputDep):
+async def decode(body: DecodeRequest, request: Request, engine: EngineDep,
+                 settings: SettingsDep, output: OutputDep,
+                 model: Annotated[str | None, MODEL_QUERY] = None):
     """Send codes as /encode returns them (JSON) and get the video they describe. Put the
     appearance of one clip with the motion of another to make a swap by hand.
 
     Example: `curl -H 'content-type: application/json' -d @codes.json localhost:8000/decode
     -o recon.mp4`
     """
-    if body.model is not None and body.model != engine.manifest.name:
-        raise Problem("invalid-codes", f"the codes come from model {body.model!r}; this "
-                      f"service runs {engine.manifest.name!r}")
+    # The body's `model` (as /encode wrote it) picks the model when the query names none; when
+    # both name one they must agree: codes of one model mean nothing to another.
+    if body.model is not None and model is not None and body.model != model:
+        raise Problem("invalid-codes", f"the codes come from model {body.model!r}, and the "
+                      f"request asks for model {model!r}; send them to the model that made them")
+    manifest = resolve_model(request, engine, model or body.model)
     # float64 as sent: the engine casts to float32 and refuses what does not fit
     appearance = np.asarray([body.appearance_mean()], np.float64)  # (1, F)
     try:
         motion = np.asarray([body.motion_mean()], np.float64)  # (1, T, Z)
     except ValueError as error:  # ragged lists
         raise Problem("invalid-codes", "motion must be T lists of equal length Z") from error
-    frames = frame_count(motion.shape[1] if motion.ndim == 3 else None, engine, settings)
-    check_size(output, 1, frames, engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
-    videos = await engine.decode(appearance, motion)  # (1, T, S, S, 3)
-    return await render(videos, output)
+    frames = frame_count(motion.shape[1] if motion.ndim == 3 else None, manifest, settings)
+    check_size(output, 1, frames, manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
+    videos = await engine.decode(appearance, motion, model=manifest.name)  # (1, T, S, S, 3)
+    return await render(videos, output, model=manifest.name)

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
-from service.api.deps import ClipDep, EngineDep, SettingsDep, frame_count, load_clip
+from service.api.deps import ClipDep, EngineDep, ModelDep, SettingsDep, frame_count, load_clip
 from service.api.media import VIDEO_CONTENT, OutputDep, check_size, render
 from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 
@@ -21,7 +21,8 @@ router = APIRouter(tags=["latent operations"])
              summary="New motions for a video's look, or new looks",
              responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def generate(
-    engine: EngineDep, settings: SettingsDep, clip_options: ClipDep, output: OutputDep,
+    engine: EngineDep, manifest: ModelDep, settings: SettingsDep, clip_options: ClipDep,
+    output: OutputDep,
     video: Annotated[UploadFile | None, File(description=(
         "the video that gives the fixed appearance (sample=motion) or motion "
         "(sample=appearance)"))] = None,
@@ -47,11 +48,10 @@ async def generate(
     """
     if n > settings.MAX_SAMPLES:
         raise Problem("invalid-parameters", f"n={n} is above the limit of {settings.MAX_SAMPLES}")
-    check_size(output, n, frame_count(clip_options.frames, engine, settings),
-               engine.manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
+    check_size(output, n, frame_count(clip_options.frames, manifest, settings),
+               manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     seed = secrets.randbelow(2**31) if seed is None else seed
-    frames = frame_count(clip_options.frames, engine, settings)
-    m = engine.manifest
+    frames = frame_count(clip_options.frames, manifest, settings)
     if sample == "motion" and (video is None) == (appearance is None):
         raise Problem("invalid-parameters",
                       "give exactly one of `video` (a file) or `appearance` (a JSON code)")
@@ -59,12 +59,12 @@ async def generate(
         raise Problem("invalid-parameters", "sample=appearance needs `video` (a file)")
     clip = code = None
     if video is not None:
-        clip = (await load_clip(video, clip_options, engine, settings, "video")).frames
+        clip = (await load_clip(video, clip_options, manifest, settings, "video")).frames
     if sample == "motion" and appearance is not None:
-        code = _parse_appearance(appearance, m.appearance_dim)  # (1, F)
-    videos = await engine.generate(sample, n, seed, frames, clip=clip,
-                                   appearance=code)  # (n, T, S, S, 3)
-    return await render(videos, output, {"X-Vdis-Seed": str(seed)})
+        code = _parse_appearance(appearance, manifest.appearance_dim)  # (1, F)
+    videos = await engine.generate(sample, n, seed, frames, clip=clip, appearance=code,
+                                   model=manifest.name)  # (n, T, S, S, 3)
+    return await render(videos, output, {"X-Vdis-Seed": str(seed)}, model=manifest.name)
 
 
 def _parse_appearance(text: str, size: int) -> np.ndarray:
