@@ -1,8 +1,9 @@
 """The `vdis` command: serve the model, run a worker, call a running service, train and export.
 
-    vdis serve [--host H] [--port P] [--model-dir DIR]
+    vdis serve [--host H] [--port P] [--models-dir DIR | --model-dir DIR]
     vdis worker --redis-url redis://...
-    vdis encode FILE [-o codes.json|codes.npz]
+    vdis models                          the models a service serves, and what each expects
+    vdis encode FILE [-o codes.json|codes.npz] [--model NAME]
     vdis decode codes.json -o OUT.mp4
     vdis swap A B -o OUT.mp4 [--both]
     vdis generate FILE -n 4 -o OUT.mp4 [--seed S]
@@ -49,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(/) with uvicorn. Other settings: VDIS_* variables.")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--model-dir", type=Path, help="exported model (VDIS_MODEL_DIR; default: "
-                                                      "the shipped models/sprites)")
+    serve.add_argument("--models-dir", type=Path, help="serve every exported model in this "
+                                                       "folder (VDIS_MODELS_DIR; default: the "
+                                                       "shipped models/)")
+    serve.add_argument("--model-dir", type=Path, help="serve this one exported model alone "
+                                                      "(VDIS_MODEL_DIR)")
     serve.add_argument("--redis-url", help="queue jobs on this Redis for `vdis worker`s "
                                            "(VDIS_REDIS_URL; default: run the model in-process)")
     serve.add_argument("--log-level", default="info")
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the model for API processes, via Redis",
                             description="Take jobs from the Redis queue and run the model.")
     worker.add_argument("--redis-url", help="VDIS_REDIS_URL (required one way or the other)")
+    worker.add_argument("--models-dir", type=Path, help="VDIS_MODELS_DIR")
     worker.add_argument("--model-dir", type=Path, help="VDIS_MODEL_DIR")
 
     client = argparse.ArgumentParser(add_help=False)
@@ -67,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--api-key", default=None,
                         help="for a service started with VDIS_API_KEYS (default: $VDIS_API_KEY, "
                              "which keeps the key out of the process list)")
+    sub.add_parser("models", parents=[client], help="the models a service serves",
+                   description="List the service's models: name, what each was trained on and "
+                               "expects, frame size, clip length, code sizes.")
+    client.add_argument("--model", default=None, metavar="NAME",
+                        help="the model to run, by name (`vdis models`; default: the "
+                             "service's default model)")
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--frames", type=int, help="T, frames taken from each video "
                                                  "(default: the model's training length)")
@@ -165,12 +176,19 @@ def delegate(command: str, argv: list[str]) -> int:
 # Subcommands
 
 
+def _model_settings(args: argparse.Namespace) -> None:
+    """--models-dir / --model-dir into the environment the service's settings read."""
+    if args.models_dir:
+        os.environ["VDIS_MODELS_DIR"] = str(args.models_dir.resolve())
+    if args.model_dir:
+        os.environ["VDIS_MODEL_DIR"] = str(args.model_dir.resolve())
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     # The app reads its settings from the environment when service.app is imported.
-    if args.model_dir:
-        os.environ["VDIS_MODEL_DIR"] = str(args.model_dir.resolve())
+    _model_settings(args)
     if args.redis_url:
         os.environ["VDIS_REDIS_URL"] = args.redis_url
     print(f"vdis: serving on http://{args.host}:{args.port}/ (API docs at /docs)",
@@ -180,8 +198,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    if args.model_dir:
-        os.environ["VDIS_MODEL_DIR"] = str(args.model_dir.resolve())
+    _model_settings(args)
     if args.redis_url:
         os.environ["VDIS_REDIS_URL"] = args.redis_url
     from service.worker import main as worker_main
@@ -190,9 +207,22 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def models(args: argparse.Namespace) -> int:
+    with _client(args) as vdis:
+        listed = vdis.models()
+    print(f"{'':2}{'model':<24} {'frames':>10} {'T':>3} {'F':>4} {'Z':>4}  domain")
+    for m in listed:
+        size = f"{m['frame_size']}x{m['frame_size']}"
+        print(f"{'*' if m['default'] else ' ':2}{m['name']:<24} {size:>10} {m['seq_len']:>3} "
+              f"{m['appearance_dim']:>4} {m['motion_dim']:>4}  {m['domain'] or '(not said)'}")
+    print("* the default (no --model)", file=sys.stderr)
+    return 0
+
+
 def encode(args: argparse.Namespace) -> int:
     with _client(args) as vdis:
-        codes = _waiting(f"encoding {args.file}", lambda: vdis.encode(args.file, _clip(args)))
+        codes = _waiting(f"encoding {args.file}",
+                         lambda: vdis.encode(args.file, _clip(args), model=args.model))
     if args.out and args.out.suffix == ".npz":
         import numpy as np
 
@@ -214,7 +244,8 @@ def decode(args: argparse.Namespace) -> int:
     codes = _read_codes(args.codes)
     with _client(args) as vdis:
         videos = _waiting(f"decoding {args.codes}",
-                          lambda: vdis.decode(codes, format=_format(args.out),
+                          lambda: vdis.decode(codes, model=args.model,
+                                              format=_format(args.out),
                                               out_fps=args.out_fps, scale=args.scale))
     return _wrote(args.out, videos)
 
@@ -224,7 +255,8 @@ def swap(args: argparse.Namespace) -> int:
         videos = _waiting(
             f"swapping {args.appearance} x {args.motion}",
             lambda: vdis.swap(args.appearance, args.motion, both=args.both, clip=_clip(args),
-                              format=_format(args.out), out_fps=args.out_fps, scale=args.scale))
+                              format=_format(args.out), out_fps=args.out_fps, scale=args.scale,
+                              model=args.model))
     return _wrote(args.out, videos)
 
 
@@ -234,13 +266,13 @@ def generate(args: argparse.Namespace) -> int:
             f"generating {args.n} {args.sample}s for {args.file}",
             lambda: vdis.generate(args.file, n=args.n, sample=args.sample, seed=args.seed,
                                   clip=_clip(args), format=_format(args.out), out_fps=args.out_fps,
-                                  scale=args.scale))
+                                  scale=args.scale, model=args.model))
     return _wrote(args.out, videos, f", seed {videos.seed}")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": serve, "worker": worker, "encode": encode, "decode": decode, "swap": swap,
-    "generate": generate,
+    "serve": serve, "worker": worker, "models": models, "encode": encode, "decode": decode,
+    "swap": swap, "generate": generate,
 }
 
 

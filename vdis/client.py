@@ -10,7 +10,9 @@ Keyword arguments shared by the methods, named as the HTTP API's query parameter
   the model's training length), `start` (seconds), `fps` (with `start`: one frame every 1/fps s),
   `fit` ("crop" or "pad"); or all four at once as `clip=ClipOptions(...)`;
 - the output (decode, swap, generate): `format` ("mp4", "gif", "png", "npz", "json"), `out_fps`
-  (the frame rate of MP4/GIF) and `scale` (upscaling, 1..8).
+  (the frame rate of MP4/GIF) and `scale` (upscaling, 1..8);
+- `model`: which of the service's models runs the call (`models()` lists them; default: the
+  service's default model; decode's default: the model the Codes came from).
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ class Codes:
 class Videos:
     """Video results: `content` in `format`; several results are tiled (`grid` rows x columns).
 
-    `shape` is (N, T, H, W, 3) before tiling and upscaling; `seed` is set by /generate.
+    `shape` is (N, T, H, W, 3) before tiling and upscaling; `seed` is set by /generate;
+    `model` names the model that made them.
     """
 
     content: bytes
@@ -145,6 +148,7 @@ class Videos:
     shape: tuple[int, ...]
     grid: tuple[int, int] | None = None
     seed: int | None = None
+    model: str | None = None
     _array: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -211,14 +215,19 @@ class _Options:
     format: Format = "mp4"
     out_fps: float = 8.0
     scale: int = 1
+    model: str | None = None
 
     def clip_params(self) -> dict[str, Any]:
         clip = (self.clip or ClipOptions()).updated(frames=self.frames, start=self.start,
                                                     fps=self.fps, fit=self.fit)
-        return clip.params()
+        return _drop_none({**clip.params(), "model": self.model})
 
     def output_params(self) -> dict[str, Any]:
         return {"format": self.format, "out_fps": self.out_fps, "scale": self.scale}
+
+
+def _model_request(name: str | None) -> _Request:
+    return _Request("GET", "/model" if name is None else f"/models/{name}")
 
 
 def _encode_request(video: VideoInput, options: _Options) -> _Request:
@@ -300,6 +309,7 @@ def _videos(response: httpx.Response, format: Format) -> Videos:
         shape=tuple(int(s) for s in headers.get("x-vdis-shape", "").split("x") if s),
         grid=tuple(int(s) for s in grid.split("x")) if grid else None,
         seed=int(seed) if seed else None,
+        model=headers.get("x-vdis-model"),
     )
 
 
@@ -364,15 +374,21 @@ class Client:
         """The model's provider and the queue; raises VdisError (503) when not ready."""
         return _json(self._send(_Request("GET", "/ready")))
 
-    def model(self) -> dict:
-        """The loaded model's manifest: name, frame_size, seq_len, appearance_dim, ..."""
-        return _json(self._send(_Request("GET", "/model")))
+    def models(self) -> list[dict]:
+        """The service's models: name, default, domain (what each expects), frame_size,
+        seq_len, code sizes, metrics, sample clips."""
+        return _json(self._send(_Request("GET", "/models")))["models"]
+
+    def model(self, name: str | None = None) -> dict:
+        """A model's manifest (default: the service's default model): name, domain,
+        frame_size, seq_len, appearance_dim, ..."""
+        return _json(self._send(_model_request(name)))
 
     def encode(self, video: VideoInput, clip: ClipOptions | None = None, *,
                frames: int | None = None, start: float | None = None, fps: float | None = None,
-               fit: Fit | None = None) -> Codes:
+               fit: Fit | None = None, model: str | None = None) -> Codes:
         """A video's codes: appearance (F,) and motion (T, Z). Clip options: module docstring."""
-        options = _Options(clip, frames, start, fps, fit)
+        options = _Options(clip, frames, start, fps, fit, model=model)
         return _codes(self._send(_encode_request(video, options)))
 
     def decode(self, appearance: np.ndarray | Codes, motion: np.ndarray | None = None, *,
@@ -385,9 +401,10 @@ class Client:
     def swap(self, appearance: VideoInput, motion: VideoInput, *, both: bool = False,
              clip: ClipOptions | None = None, frames: int | None = None,
              start: float | None = None, fps: float | None = None, fit: Fit | None = None,
-             format: Format = "mp4", out_fps: float = 8.0, scale: int = 1) -> Videos:
+             format: Format = "mp4", out_fps: float = 8.0, scale: int = 1,
+             model: str | None = None) -> Videos:
         """The appearance of one video with the motion of the other (both: also the converse)."""
-        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale, model)
         return _videos(self._send(_swap_request(appearance, motion, both, options)), format)
 
     def generate(self, video: VideoInput | None = None, *, appearance: np.ndarray | None = None,
@@ -395,9 +412,9 @@ class Client:
                  seed: int | None = None, clip: ClipOptions | None = None,
                  frames: int | None = None, start: float | None = None,
                  fps: float | None = None, fit: Fit | None = None, format: Format = "mp4",
-                 out_fps: float = 8.0, scale: int = 1) -> Videos:
+                 out_fps: float = 8.0, scale: int = 1, model: str | None = None) -> Videos:
         """n results keeping one factor of `video` (or of the code `appearance`)."""
-        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale, model)
         return _videos(self._send(_generate_request(video, appearance, n, sample, seed,
                                                     options)), format)
 
@@ -436,13 +453,17 @@ class AsyncClient:
     async def ready(self) -> dict:
         return _json(await self._send(_Request("GET", "/ready")))
 
-    async def model(self) -> dict:
-        return _json(await self._send(_Request("GET", "/model")))
+    async def models(self) -> list[dict]:
+        return _json(await self._send(_Request("GET", "/models")))["models"]
+
+    async def model(self, name: str | None = None) -> dict:
+        return _json(await self._send(_model_request(name)))
 
     async def encode(self, video: VideoInput, clip: ClipOptions | None = None, *,
                      frames: int | None = None, start: float | None = None,
-                     fps: float | None = None, fit: Fit | None = None) -> Codes:
-        options = _Options(clip, frames, start, fps, fit)
+                     fps: float | None = None, fit: Fit | None = None,
+                     model: str | None = None) -> Codes:
+        options = _Options(clip, frames, start, fps, fit, model=model)
         return _codes(await self._send(_encode_request(video, options)))
 
     async def decode(self, appearance: np.ndarray | Codes, motion: np.ndarray | None = None, *,
@@ -456,8 +477,8 @@ class AsyncClient:
                    clip: ClipOptions | None = None, frames: int | None = None,
                    start: float | None = None, fps: float | None = None,
                    fit: Fit | None = None, format: Format = "mp4", out_fps: float = 8.0,
-                   scale: int = 1) -> Videos:
-        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+                   scale: int = 1, model: str | None = None) -> Videos:
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale, model)
         return _videos(await self._send(_swap_request(appearance, motion, both, options)),
                        format)
 
@@ -467,7 +488,8 @@ class AsyncClient:
                        seed: int | None = None, clip: ClipOptions | None = None,
                        frames: int | None = None, start: float | None = None,
                        fps: float | None = None, fit: Fit | None = None,
-                       format: Format = "mp4", out_fps: float = 8.0, scale: int = 1) -> Videos:
-        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale)
+                       format: Format = "mp4", out_fps: float = 8.0, scale: int = 1,
+                       model: str | None = None) -> Videos:
+        options = _Options(clip, frames, start, fps, fit, format, out_fps, scale, model)
         return _videos(await self._send(_generate_request(video, appearance, n, sample, seed,
                                                           options)), format)

@@ -47,12 +47,14 @@ def mp4_frames(path: Path) -> np.ndarray:
 
 def test_help_lists_every_command():
     out = ok(vdis("--help")).stdout
-    for command in ("serve", "worker", "encode", "decode", "swap", "generate", "train",
-                    "evaluate", "export"):
+    for command in ("serve", "worker", "models", "encode", "decode", "swap", "generate",
+                    "train", "evaluate", "export"):
         assert f"    {command} " in out
     assert "VDIS_URL" in out
     swap_help = ok(vdis("swap", "--help")).stdout
     assert "usage: vdis swap" in swap_help and "-o OUT" in swap_help and "--both" in swap_help
+    assert "--model NAME" in swap_help
+    assert "--models-dir" in ok(vdis("serve", "--help")).stdout
     assert "--model-dir" in ok(vdis("serve", "--help")).stdout
     assert "--redis-url" in ok(vdis("worker", "--help")).stdout
 
@@ -118,6 +120,23 @@ def test_generate_writes_a_grid_and_says_the_seed(service_url, tmp_path):
     ok(vdis("generate", SAMPLES[2], "-n", 2, "--sample", "appearance", "-o", png,
             url=service_url))
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_models_lists_them_and_model_picks_one(two_models_url, tmp_path):
+    listed = ok(vdis("models", url=two_models_url))
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["model", "frames", "T", "F", "Z", "domain"]
+    assert lines[1].split()[:5] == ["tiny-b", "64x64", "8", "32", "16"]
+    assert "Moving MNIST" in lines[1]
+    assert lines[2].startswith("* tiny-dsvae") and "the default" in listed.stderr
+    codes = tmp_path / "codes.json"
+    ok(vdis("encode", SAMPLES[0], "-o", codes, "--model", "tiny-b", url=two_models_url))
+    assert json.loads(codes.read_text())["model"] == "tiny-b"
+    out = tmp_path / "swap.npz"
+    ok(vdis("swap", SAMPLES[0], SAMPLES[1], "-o", out, "--model", "tiny-b", url=two_models_url))
+    unknown = vdis("generate", SAMPLES[0], "-o", out, "--model", "nope", url=two_models_url)
+    assert unknown.returncode == 1
+    assert "404 No model of that name is served here" in unknown.stderr
 
 
 def test_client_errors_are_one_clear_line(service_url, tmp_path):

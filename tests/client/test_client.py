@@ -139,6 +139,37 @@ def test_errors_carry_the_problem_fields(vdis):
     assert caught.value.slug == "invalid-parameters" and caught.value.extra["errors"]
 
 
+def test_models_and_a_model_on_every_method(two_models_url):
+    with Client(two_models_url) as vdis:
+        listed = vdis.models()
+        assert [(m["name"], m["default"]) for m in listed] == [("tiny-b", False),
+                                                              ("tiny-dsvae", True)]
+        assert vdis.model("tiny-b")["domain"].startswith("Moving MNIST")
+        assert vdis.model()["name"] == "tiny-dsvae"
+        codes, default = vdis.encode(SAMPLES[0], model="tiny-b"), vdis.encode(SAMPLES[0])
+        assert (codes.model, default.model) == ("tiny-b", "tiny-dsvae")
+        assert not np.allclose(codes.appearance, default.appearance)
+        assert vdis.decode(codes, format="npz").model == "tiny-b"  # the codes' own model
+        swapped = vdis.swap(SAMPLES[0], SAMPLES[1], model="tiny-b", format="npz")
+        assert swapped.model == "tiny-b" and swapped.array.shape == (1, 8, 64, 64, 3)
+        made = vdis.generate(SAMPLES[0], n=2, seed=0, model="tiny-b", format="npz")
+        assert made.model == "tiny-b" and made.seed == 0
+        with pytest.raises(VdisError) as error:
+            vdis.swap(SAMPLES[0], SAMPLES[1], model="nope")
+        assert error.value.status == 404 and error.value.slug == "unknown-model"
+        assert error.value.extra["models"] == ["tiny-b", "tiny-dsvae"]
+
+
+async def _async_models(url):
+    async with AsyncClient(url) as vdis:
+        return await vdis.models(), await vdis.encode(SAMPLES[0], model="tiny-b")
+
+
+def test_async_client_takes_a_model_too(two_models_url):
+    listed, codes = asyncio.run(_async_models(two_models_url))
+    assert len(listed) == 2 and codes.model == "tiny-b"
+
+
 def test_unreachable_service_is_a_clear_error():
     with Client(f"http://127.0.0.1:{free_port()}", timeout_s=2) as client:
         with pytest.raises(ServiceUnreachable, match="no answer from http://127.0.0.1"):
