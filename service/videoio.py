@@ -404,8 +404,10 @@ def upscale(video: np.ndarray, factor: int) -> np.ndarray:
     return video.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
-def encode_mp4(video: np.ndarray, fps: float = 8.0) -> bytes:
-    """(T, H, W, 3) uint8 -> MP4 bytes, H.264 yuv420p (odd sizes padded by one black pixel)."""
+def encode_mp4(video: np.ndarray, fps: float = 8.0, crf: int = 12) -> bytes:
+    """(T, H, W, 3) uint8 -> MP4 bytes, H.264 yuv420p (odd sizes padded by one black pixel);
+    `crf`: x264's constant rate factor (12: near lossless; 23, x264's default, is what most
+    cameras and tools write)."""
     t, h, w, _ = video.shape
     video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
     buffer = io.BytesIO()
@@ -414,7 +416,7 @@ def encode_mp4(video: np.ndarray, fps: float = 8.0) -> bytes:
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"
         threads = "1" if video.shape[1] * video.shape[2] <= SMALL_FRAME_PIXELS else "0"  # 0: auto
-        stream.options = {"crf": "12", "preset": "veryfast", "threads": threads}
+        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": threads}
         for image in video:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
@@ -466,9 +468,9 @@ def encode_npz(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode_json(videos: np.ndarray) -> bytes:
-    """(N, T, H, W, 3) uint8 -> {"shape": [...], "videos": nested lists}."""
-    return json.dumps({"shape": list(videos.shape), "videos": videos.tolist()}).encode()
+def encode_json(videos: np.ndarray, **extra) -> bytes:
+    """(N, T, H, W, 3) uint8 -> {"shape": [...], "videos": nested lists, **extra}."""
+    return json.dumps({"shape": list(videos.shape), "videos": videos.tolist(), **extra}).encode()
 
 
 def _fraction(fps: float):

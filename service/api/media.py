@@ -18,6 +18,7 @@ from fastapi import Depends, Header, Query
 from fastapi.responses import Response
 
 from service import timing, videoio
+from service.api.domain import DomainReport
 from service.api.problems import Problem
 
 Format = Literal["mp4", "gif", "png", "npz", "json"]
@@ -111,15 +112,18 @@ def _accept_ranges(accept: str | None) -> list[tuple[str, float]]:
 
 
 async def render(videos: np.ndarray, options: OutputOptions, headers: dict | None = None,
-                 model: str | None = None) -> Response:
+                 model: str | None = None, domain: DomainReport | None = None) -> Response:
     """videos: (N, T, H, W, 3) uint8 -> one HTTP response in the chosen format; `model`: the
-    name of the model that made them (X-Vdis-Model)."""
+    name of the model that made them (X-Vdis-Model); `domain`: the verdict on the inputs
+    (X-Vdis-Domain..., and `domain` in a JSON body)."""
+    extra = {"domain": domain.body()} if domain is not None else {}
     with timing.phase("encode"):
-        content = await asyncio.to_thread(_encode, videos, options)
+        content = await asyncio.to_thread(_encode, videos, options, extra)
     n = len(videos)
     columns = math.ceil(math.sqrt(n))
     headers = {"X-Vdis-Results": str(n), "X-Vdis-Shape": "x".join(map(str, videos.shape)),
-               **({"X-Vdis-Model": model} if model else {}), **(headers or {})}
+               **({"X-Vdis-Model": model} if model else {}),
+               **(domain.headers() if domain is not None else {}), **(headers or {})}
     if options.format in ("mp4", "gif"):
         headers["X-Vdis-Grid"] = f"{math.ceil(n / columns)}x{columns}"
     if options.format != "json":
@@ -144,11 +148,11 @@ def check_size(options: OutputOptions, n: int, frames: int, frame_size: int, lim
             "scale"), pixels=pixels, limit=limit)
 
 
-def _encode(videos: np.ndarray, options: OutputOptions) -> bytes:
+def _encode(videos: np.ndarray, options: OutputOptions, extra: dict) -> bytes:
     if options.format == "npz":
         return videoio.encode_npz(videos=videos)
     if options.format == "json":
-        return videoio.encode_json(videos)
+        return videoio.encode_json(videos, **extra)
     if options.format == "gif":  # its palette is chosen from the frames before upscaling
         return videoio.encode_gif(videoio.tile(videos), options.out_fps, options.scale)
     videos = videoio.upscale(videos, options.scale)

@@ -44,6 +44,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "too-much-output": (422, "The answer would have more pixels than the limit"),
     "invalid-parameters": (422, "A parameter or the request body is invalid"),
     "invalid-codes": (422, "The codes do not fit this model"),
+    "out-of-domain": (422, "The input is unlike the model's training data (strict=true)"),
     "not-found": (404, "No such resource"),
     "unknown-model": (404, "No model of that name is served here"),
     "method-not-allowed": (405, "Method not allowed"),
@@ -72,7 +73,8 @@ _UNPARSED_BODY_DETAIL = ("the request body could not be parsed: send the videos 
 MODEL_PROBLEMS = ("invalid-body", "unauthorized", "not-acceptable", "too-large",
                   "unsupported-media-type", "invalid-parameters", "invalid-codes", "job-failed",
                   "dead-lettered", "busy", "engine-unavailable", "deadline-exceeded",
-                  "request-timeout", "too-much-output", "unknown-model", "model-unavailable")
+                  "request-timeout", "too-much-output", "unknown-model", "model-unavailable",
+                  "out-of-domain")
 UPLOAD_PROBLEMS = MODEL_PROBLEMS + ("empty-video", "not-a-video", "truncated-video",
                                     "unsupported-codec", "too-many-pixels", "too-short",
                                     "too-long")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -39,18 +41,42 @@ ENCODE_EXAMPLE = {
                "std": [[0.2, 0.23], [0.22, 0.21]]},
     "frames": {"count": 2, "indices": [0, 7], "times_s": [0.0, 0.875], "source_fps": 8.0,
                "source_size": [256, 256], "source_frames": 8},
+    "domain": {"verdict": "in", "score": 0.13, "basis": "reconstruction",
+               "inputs": {"video": {"verdict": "in", "score": 0.13, "basis": "reconstruction"}},
+               "warning": None},
 }
+
+
+class InputVerdict(BaseModel):
+    verdict: Literal["in", "out"]
+    score: float = Field(description="1.0 is the edge of the model's training data")
+    basis: str = Field(description="what it was measured on: the upload's `reconstruction`, "
+                       "or the `appearance code` sent")
+
+
+class DomainPublic(BaseModel):
+    """How far the input is from what the model was trained on (service/api/domain.py)."""
+
+    verdict: Literal["in", "out", "unknown"] = Field(description=(
+        "`out`: some input is beyond the model's limit; `unknown`: the model has no domain "
+        "statistics"))
+    score: float | None = Field(description="the highest score of the inputs")
+    basis: str | None
+    inputs: dict[str, InputVerdict | None] = Field(description="each input by its field")
+    warning: str | None = Field(description="when out: which input, and what the model expects")
 
 
 class EncodePublic(BaseModel):
     """A video's codes: `appearance` (what is in it, one vector), `motion` (what happens, one
-    vector per frame), each with its uncertainty, and which frames of the video were used."""
+    vector per frame), each with its uncertainty, which frames of the video were used, and how
+    far the video is from the model's domain."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [ENCODE_EXAMPLE]})
     model: str
     appearance: AppearanceCode
     motion: MotionCode
     frames: FramesUsed
+    domain: DomainPublic
 
 
 class DecodeRequest(BaseModel):

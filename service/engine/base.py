@@ -20,13 +20,14 @@ from service.engine.ops import (
     Codes,
     GenerateParams,
     InvalidCodes,
+    Result,
     check_clips,
     check_codes,
     check_generate,
     check_swap,
 )
 
-__all__ = ["Codes", "InvalidCodes"]  # defined with the operations, re-exported here
+__all__ = ["Codes", "InvalidCodes", "Result"]  # defined with the operations, re-exported here
 
 
 class EngineBusy(RuntimeError):
@@ -93,7 +94,7 @@ class Engine(ABC):
         """clips (B, T, S, S, 3) or (T, S, S, 3) uint8 RGB -> Codes with a batch axis."""
         m = self.resolve(model)
         out = await self.run("encode", m.name, {"clips": check_clips(m, clips)}, {})
-        return Codes(*(out[name] for name in CODE_NAMES))
+        return Codes(*(out[name] for name in CODE_NAMES), out.get("reconstruction_error"))
 
     async def decode(self, appearance: np.ndarray, motion: np.ndarray,
                      model: str | None = None) -> np.ndarray:
@@ -104,19 +105,22 @@ class Engine(ABC):
         return out["videos"]
 
     async def swap(self, appearance_clip: np.ndarray, motion_clip: np.ndarray,
-                   both: bool = False, model: str | None = None) -> np.ndarray:
+                   both: bool = False, model: str | None = None) -> Result:
         """The look of one clip with the motion of the other ((T, S, S, 3) uint8 each, the same
-        T) -> (1, T, S, S, 3) uint8; `both`: the converse too -> (2, T, S, S, 3)."""
+        T) -> videos (1, T, S, S, 3) uint8; `both`: the converse too -> (2, T, S, S, 3); and the
+        two clips' reconstruction errors (service.engine.ops.Result)."""
         manifest = self.resolve(model)
         a, m = check_swap(manifest, appearance_clip, motion_clip)
         out = await self.run("swap", manifest.name, {"appearance": a, "motion": m},
                              {"both": both})
-        return out["videos"]
+        return Result(out["videos"], out.get("reconstruction_error"),
+                      out.get("upload_appearance"))
 
     async def generate(self, sample: str, n: int, seed: int, frames: int | None = None,
                        clip: np.ndarray | None = None, appearance: np.ndarray | None = None,
-                       model: str | None = None) -> np.ndarray:
-        """n new videos (n, T, S, S, 3) uint8 (service.engine.ops.Operations.generate).
+                       model: str | None = None) -> Result:
+        """n new videos (n, T, S, S, 3) uint8 and, from a clip, its reconstruction error
+        (service.engine.ops.Operations.generate).
 
         sample=motion: the look of `clip` ((T, S, S, 3) uint8) or of the code `appearance`
         (1, F), new motions of `frames` steps (default: the model's seq_len) from the prior;
@@ -127,4 +131,5 @@ class Engine(ABC):
         arrays = check_generate(m, params, clip, appearance)
         out = await self.run("generate", m.name, arrays, {
             "sample": sample, "n": n, "seed": seed, "frames": params.frames})
-        return out["videos"]
+        return Result(out["videos"], out.get("reconstruction_error"),
+                      out.get("upload_appearance"))

@@ -1,13 +1,14 @@
 """How far an upload is from a model's training data: the manifest's `domain_stats` and the score.
 
 Two scores, both ratios to a limit that export measured on the training data (export/domain.py),
-so 1.0 is the edge of what the model knows and the verdict is `out` above it:
+so 1.0 is the edge of what the model knows and the verdict is `out` above it; an upload gets
+the higher of the two:
 - an uploaded clip: the reconstruction error of its first frame (decoded from its own codes;
   the mean squared error, pixels in [0, 1]; `reconstruction_error`) over `limit`. A model
   can only draw what it was trained on, so footage unlike its data comes back far off (on the
   shipped Sprites model: 0.0005 at most on its test clips, 0.028 and up on panned photographs);
-- codes sent without a video (/decode, /generate with `appearance=`): the Mahalanobis distance
-  of the appearance code from the training codes' Gaussian fit, over its limit.
+- its appearance code: the Mahalanobis distance from the training codes' Gaussian fit, over its
+  limit; for codes sent without a video (/decode, /generate with `appearance=`) the only one.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ class Quantiles(_Strict):
 class FlaggedShare(_Strict):
     """The clips of a held-out set over the limit: what a user of in-domain clips sees."""
 
-    source: str  # e.g. "sprites test split"
+    source: str  # e.g. "sprites test split, as MP4 uploads"
     clips: int
     flagged: float  # share of them scored `out`
+    lossless_flagged: float | None = None  # the same clips as they are, not compressed
 
 
 class ErrorScore(_Strict):
     frame: int = 0  # the frame reconstructed
     quantiles: Quantiles  # of the calibration clips' errors
-    limit: float  # `factor` x the calibration's 99.9% quantile
+    limit: float  # `factor` x the calibration clips' 99.9% quantile
     factor: float
     test: FlaggedShare | None = None
 
@@ -61,6 +63,7 @@ class DomainStats(_Strict):
     clips: int
     reconstruction: ErrorScore
     appearance: CodeScore
+    test: FlaggedShare | None = None  # the verdict (either score over its limit) on a test split
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,16 @@ def reconstruction_error(clips: np.ndarray, decoded: np.ndarray) -> np.ndarray:
     return (diff * diff).reshape(len(diff), -1).mean(1) / (255.0 * 255.0)
 
 
-def upload_verdicts(stats: DomainStats | None, errors: np.ndarray) -> list[Verdict | None]:
-    """errors: (B,) reconstruction errors of B uploads -> one verdict each (None: no stats)."""
+def upload_verdicts(stats: DomainStats | None, errors: np.ndarray,
+                    appearance: np.ndarray) -> list[Verdict | None]:
+    """B uploads' reconstruction errors (B,) and appearance codes (B, F) -> one verdict each
+    (None: no stats): the higher of the two scores, and which it was."""
     if stats is None:
         return [None] * len(errors)
     limit = stats.reconstruction.limit
-    return [Verdict(float(e) / limit, "reconstruction") for e in np.asarray(errors, np.float64)]
+    codes = code_verdicts(stats, appearance)
+    return [max(Verdict(float(e) / limit, "reconstruction"), c, key=lambda v: v.score)
+            for e, c in zip(np.asarray(errors, np.float64), codes, strict=True)]
 
 
 def code_verdicts(stats: DomainStats | None, appearance: np.ndarray) -> list[Verdict | None]:

@@ -49,16 +49,19 @@ class Codes:
 
 @dataclass
 class Result:
-    """What swap and generate give: videos (N, T, S, S, 3) uint8 and the reconstruction error
-    of each uploaded clip (swap: appearance then motion; generate: its clip), or None."""
+    """What swap and generate give: videos (N, T, S, S, 3) uint8 and, for the domain verdict,
+    each uploaded clip's reconstruction error and appearance code (swap: appearance then
+    motion; generate: its clip), or None."""
 
     videos: np.ndarray
     reconstruction_error: np.ndarray | None = None
+    appearance: np.ndarray | None = None  # (B, F): the uploaded clips' appearance means, with it
 
     def arrays(self) -> Arrays:
         arrays = {"videos": self.videos}
         if self.reconstruction_error is not None:
             arrays["reconstruction_error"] = self.reconstruction_error
+            arrays["upload_appearance"] = self.appearance
         return arrays
 
 
@@ -192,7 +195,7 @@ class Operations:
                              for n in CODE_NAMES))  # (2, ...): A then M
         videos, errors = await asyncio.gather(self.decode(np.concatenate(f), np.concatenate(z)),
                                               self._errors(np.concatenate([a, m]), both_codes))
-        return Result(videos, errors)
+        return Result(videos, errors, both_codes.appearance_mean)
 
     async def generate(self, params: GenerateParams, clip: np.ndarray | None = None,
                        appearance: np.ndarray | None = None) -> Result:
@@ -223,7 +226,8 @@ class Operations:
 
         if codes is None:
             return Result(await videos(), None)
-        return Result(*await asyncio.gather(videos(), self._errors(given["clip"], codes)))
+        made, errors = await asyncio.gather(videos(), self._errors(given["clip"], codes))
+        return Result(made, errors, codes.appearance_mean)
 
     # -- the job form -----------------------------------------------------------------------
 

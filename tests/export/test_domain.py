@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from export.domain import ERROR_FACTOR, domain_stats
+from export.domain import ERROR_FACTOR, as_uploaded, domain_stats
 from export.onnx_export import export_model
 from service.engine.domain import code_verdicts, upload_verdicts
 from service.engine.manifest import load_manifest
@@ -55,18 +55,24 @@ def test_the_service_scores_clips_as_export_measured_them(folder_model):
         return runner.run(graph, inputs)
 
     ops = Operations(manifest, submit)
-    clips = np.array(load_clips(videos, progress=False))
+    clips = as_uploaded(np.array(load_clips(videos, progress=False)))  # as calibrated
     codes = asyncio.run(ops.encode(clips))
     expected, _ = clip_statistics(model, clips)
     np.testing.assert_allclose(codes.reconstruction_error, expected, rtol=1e-3, atol=1e-7)
     # the verdict is the error over the limit (an untrained tiny model cannot tell footage
     # apart: the separation is tested on the shipped model, tests/service/test_domain.py)
     limit = stats.reconstruction.limit
-    verdicts = upload_verdicts(stats, np.array([0.5 * limit, 2 * limit]))
+    mean = np.asarray(stats.appearance.mean)
+    verdicts = upload_verdicts(stats, np.array([0.5 * limit, 2 * limit]), np.stack([mean, mean]))
     assert [v.domain for v in verdicts] == ["in", "out"]
     assert [v.score for v in verdicts] == pytest.approx([0.5, 2.0])
+    assert [v.basis for v in verdicts] == ["reconstruction"] * 2
+    far = upload_verdicts(stats, np.array([0.0]), mean[None] + 100.0)[0]  # the code is off
+    assert far.domain == "out" and far.basis == "appearance code"
+    # the calibration clips' own scores: at most their maximum over the 99.9% quantile
     scores = [v.score for v in code_verdicts(stats, codes.appearance_mean)]
-    assert max(scores) <= 1, scores
+    a = stats.appearance
+    assert max(scores) <= a.quantiles.max / a.limit * (1 + 1e-4), scores
 
 
 def test_without_statistics_there_is_no_score(tiny_model_dir):
@@ -80,4 +86,4 @@ def test_without_statistics_there_is_no_score(tiny_model_dir):
     codes = asyncio.run(Operations(manifest, submit).encode(
         np.zeros((1, 8, 64, 64, 3), np.uint8)))
     assert codes.reconstruction_error is None
-    assert upload_verdicts(None, np.zeros(1)) == [None]
+    assert upload_verdicts(None, np.zeros(1), np.zeros((1, 32))) == [None]

@@ -206,7 +206,8 @@ def test_swap_of_a_clip_with_itself_is_its_reconstruction(model_dir):
     async def body(engine):
         codes = await engine.encode(clip)
         recon = await engine.decode(codes.appearance_mean, codes.motion_mean)
-        return recon, await engine.swap(clip, clip), await engine.swap(clip, clip, both=True)
+        return (recon, (await engine.swap(clip, clip)).videos,
+                (await engine.swap(clip, clip, both=True)).videos)
 
     recon, swapped, both = _engine_run(model_dir, body)
     assert recon.dtype == np.uint8 and recon.shape == (1, 8, 64, 64, 3)
@@ -221,7 +222,8 @@ def test_swap_both_gives_the_swap_and_its_converse(model_dir):
         ca, cb = await engine.encode(a), await engine.encode(b)
         by_hand = await engine.decode(np.concatenate([ca.appearance_mean, cb.appearance_mean]),
                                       np.concatenate([cb.motion_mean, ca.motion_mean]))
-        return by_hand, await engine.swap(a, b, both=True), await engine.swap(a, b)
+        return (by_hand, (await engine.swap(a, b, both=True)).videos,
+                (await engine.swap(a, b)).videos)
 
     by_hand, both, one = _engine_run(model_dir, body)
     assert both.shape == (2, 8, 64, 64, 3) and both.dtype == np.uint8
@@ -235,14 +237,15 @@ def test_generate_is_seeded_both_ways(model_dir):
 
     async def body(engine):
         f = (await engine.encode(clip)).appearance_mean  # (1, F)
-        return {
-            "motion": await engine.generate("motion", 3, 7, 12, clip=clip),
-            "motion again": await engine.generate("motion", 3, 7, 12, clip=clip),
-            "from the code": await engine.generate("motion", 3, 7, 12, appearance=f),
-            "other seed": await engine.generate("motion", 3, 8, 12, clip=clip),
-            "appearance": await engine.generate("appearance", 2, 7, clip=clip),
-            "appearance again": await engine.generate("appearance", 2, 7, clip=clip),
+        calls = {
+            "motion": engine.generate("motion", 3, 7, 12, clip=clip),
+            "motion again": engine.generate("motion", 3, 7, 12, clip=clip),
+            "from the code": engine.generate("motion", 3, 7, 12, appearance=f),
+            "other seed": engine.generate("motion", 3, 8, 12, clip=clip),
+            "appearance": engine.generate("appearance", 2, 7, clip=clip),
+            "appearance again": engine.generate("appearance", 2, 7, clip=clip),
         }
+        return {name: (await call).videos for name, call in calls.items()}
 
     out = _engine_run(model_dir, body)
     assert out["motion"].shape == (3, 12, 64, 64, 3) and out["motion"].dtype == np.uint8
@@ -283,7 +286,7 @@ def test_operations_side_by_side_equal_each_alone(model_dir):
     assert merged[0] == ("encoder", 12), merged  # 4 swaps' 8 clips, 4 generates' 4
     assert sorted(merged[1:]) == [("decoder", 8), ("decoder", 8), ("prior", 8)]
     for a, b in zip(side_by_side, one_by_one, strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a.videos, b.videos)
 
 
 def test_operations_refuse_what_does_not_fit(model_dir):

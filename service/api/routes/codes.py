@@ -20,6 +20,7 @@ from service.api.deps import (
     model_headers,
     resolve_model,
 )
+from service.api.domain import StrictDep, judge_codes, judge_uploads
 from service.api.media import (
     BINARY,
     VIDEO_CONTENT,
@@ -40,7 +41,7 @@ router = APIRouter(tags=["codes"])
                         **responses(*UPLOAD_PROBLEMS)})
 async def encode(
     engine: EngineDep, manifest: ModelDep, settings: SettingsDep, clip_options: ClipDep,
-    response: Response,
+    response: Response, strict: StrictDep,
     video: Annotated[UploadFile, File(description="a video: mp4, webm, avi, mov, gif, ...")],
     format: Annotated[Literal["json", "npz"] | None, Query(description=(
         "json, or npz arrays; default from the Accept header, else json"))] = None,
@@ -56,17 +57,21 @@ async def encode(
     format = format or negotiate(accept, ("json", "npz"))
     clip = await load_clip(video, clip_options, manifest, settings, "video")
     codes = await engine.encode(clip.frames, model=manifest.name)
+    domain = judge_uploads(manifest, [("video", video)], codes.reconstruction_error,
+                           codes.appearance_mean)
+    domain.enforce(strict)
     f_mean, f_logvar = codes.appearance_mean[0], codes.appearance_logvar[0]  # (F,)
     z_mean, z_logvar = codes.motion_mean[0], codes.motion_logvar[0]  # (T, Z)
     if format == "npz":
         content = videoio.encode_npz(
             appearance_mean=f_mean, appearance_logvar=f_logvar, motion_mean=z_mean,
             motion_logvar=z_logvar, frame_indices=np.asarray(clip.indices),
-            model=np.asarray(manifest.name),
+            model=np.asarray(manifest.name), domain=np.asarray(domain.verdict),
+            domain_score=np.asarray(np.nan if domain.worst is None else domain.worst[2].score),
         )
-        return Response(content, media_type="application/x-npz",
-                        headers={**download("npz"), **model_headers(manifest)})
-    response.headers.update(model_headers(manifest))
+        return Response(content, media_type="application/x-npz", headers={
+            **download("npz"), **model_headers(manifest), **domain.headers()})
+    response.headers.update({**model_headers(manifest), **domain.headers()})
     return EncodePublic(
         model=manifest.name,
         appearance={"mean": f_mean.tolist(), "logvar": f_logvar.tolist(),
@@ -76,6 +81,7 @@ async def encode(
         frames={"count": len(clip.indices), "indices": clip.indices, "times_s": clip.times_s,
                 "source_fps": clip.source_fps, "source_size": clip.source_size,
                 "source_frames": clip.source_frames},
+        domain=domain.body(),
     )
 
 
@@ -90,7 +96,7 @@ async def require_json(request: Request) -> None:  # async: no worker thread (se
              response_class=Response,
              responses={200: {"content": VIDEO_CONTENT}, **responses(*MODEL_PROBLEMS)})
 async def decode(body: DecodeRequest, request: Request, engine: EngineDep,
-                 settings: SettingsDep, output: OutputDep,
+                 settings: SettingsDep, output: OutputDep, strict: StrictDep,
                  model: Annotated[str | None, MODEL_QUERY] = None):
     """Send codes as /encode returns them (JSON) and get the video they describe. Put the
     appearance of one clip with the motion of another to make a swap by hand.
@@ -113,4 +119,6 @@ async def decode(body: DecodeRequest, request: Request, engine: EngineDep,
     frames = frame_count(motion.shape[1] if motion.ndim == 3 else None, manifest, settings)
     check_size(output, 1, frames, manifest.frame_size, settings.MAX_OUTPUT_PIXELS)
     videos = await engine.decode(appearance, motion, model=manifest.name)  # (1, T, S, S, 3)
-    return await render(videos, output, model=manifest.name)
+    domain = judge_codes(manifest, "appearance", appearance)
+    domain.enforce(strict)
+    return await render(videos, output, model=manifest.name, domain=domain)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from service.api.deps import ClipDep, EngineDep, ModelDep, SettingsDep, frame_count, load_clip
+from service.api.domain import StrictDep, judge_codes, judge_uploads
 from service.api.media import VIDEO_CONTENT, OutputDep, check_size, render
 from service.api.problems import UPLOAD_PROBLEMS, Problem, responses
 
@@ -22,7 +23,7 @@ router = APIRouter(tags=["latent operations"])
              responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def generate(
     engine: EngineDep, manifest: ModelDep, settings: SettingsDep, clip_options: ClipDep,
-    output: OutputDep,
+    output: OutputDep, strict: StrictDep,
     video: Annotated[UploadFile | None, File(description=(
         "the video that gives the fixed appearance (sample=motion) or motion "
         "(sample=appearance)"))] = None,
@@ -62,9 +63,14 @@ async def generate(
         clip = (await load_clip(video, clip_options, manifest, settings, "video")).frames
     if sample == "motion" and appearance is not None:
         code = _parse_appearance(appearance, manifest.appearance_dim)  # (1, F)
-    videos = await engine.generate(sample, n, seed, frames, clip=clip, appearance=code,
-                                   model=manifest.name)  # (n, T, S, S, 3)
-    return await render(videos, output, {"X-Vdis-Seed": str(seed)}, model=manifest.name)
+    result = await engine.generate(sample, n, seed, frames, clip=clip, appearance=code,
+                                   model=manifest.name)  # videos (n, T, S, S, 3)
+    domain = (judge_uploads(manifest, [("video", video)], result.reconstruction_error,
+                            result.appearance)
+              if video is not None else judge_codes(manifest, "appearance", code))
+    domain.enforce(strict)
+    return await render(result.videos, output, {"X-Vdis-Seed": str(seed)}, model=manifest.name,
+                        domain=domain)
 
 
 def _parse_appearance(text: str, size: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
 
 from service.api.deps import ClipDep, EngineDep, ModelDep, SettingsDep, frame_count, load_clip
+from service.api.domain import StrictDep, judge_uploads
 from service.api.media import VIDEO_CONTENT, OutputDep, check_size, render
 from service.api.problems import UPLOAD_PROBLEMS, responses
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["latent operations"])
              responses={200: {"content": VIDEO_CONTENT}, **responses(*UPLOAD_PROBLEMS)})
 async def swap(
     engine: EngineDep, manifest: ModelDep, settings: SettingsDep, clip_options: ClipDep,
-    output: OutputDep,
+    output: OutputDep, strict: StrictDep,
     appearance: Annotated[UploadFile, File(description="the video whose appearance is kept")],
     motion: Annotated[UploadFile, File(description="the video whose motion is kept")],
     both: Annotated[bool, Query(description=(
@@ -38,6 +39,9 @@ async def swap(
         load_clip(appearance, clip_options, manifest, settings, "appearance"),
         load_clip(motion, clip_options, manifest, settings, "motion"),
     )
-    videos = await engine.swap(clip_a.frames, clip_m.frames, both,
-                               model=manifest.name)  # (1 or 2, T, S, S, 3)
-    return await render(videos, output, model=manifest.name)
+    result = await engine.swap(clip_a.frames, clip_m.frames, both, model=manifest.name)
+    domain = judge_uploads(manifest, [("appearance", appearance), ("motion", motion)],
+                           result.reconstruction_error, result.appearance)
+    domain.enforce(strict)
+    return await render(result.videos, output, model=manifest.name,  # (1 or 2, T, S, S, 3)
+                        domain=domain)
