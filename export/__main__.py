@@ -24,13 +24,53 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+def _prog(command: str = "") -> str:
+    """`vdis export` when run as that (vdis.cli sets argv[0]), else `python -m export`."""
+    base = sys.argv[0] if sys.argv[0].startswith("vdis ") else "python -m export"
+    return f"{base} {command}".strip()
+
+
+def default_name(dataset: str, arch: str, out_dir: Path) -> str:
+    """DATASET-ARCH for a benchmark (sprites-dsvae); for a folder of videos, OUT_DIR's name
+    (`models/mine` serves as `mine`)."""
+    if dataset.startswith("folder:"):
+        return out_dir.resolve().name
+    return f"{dataset or 'model'}-{arch}"
+
+
+def name_problem(name: str, out_dir: Path) -> str | None:
+    """Why the service could not serve a model `name` exported to `out_dir`, or None: a name
+    off its rules, or another model of that name beside it in the same models root."""
+    from service.engine.catalogue import NAME
+
+    if not NAME.match(name):
+        return (f"the model name {name!r} is not one the service can serve: letters, digits, "
+                "'.', '_' and '-', at most 64, starting with a letter or digit; pass --name")
+    root = out_dir.resolve().parent
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        manifest = folder / "manifest.json"
+        if folder != out_dir.resolve() and manifest.is_file():
+            try:
+                other = json.loads(manifest.read_text()).get("name")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # not ours to judge: the service names a broken folder at start
+            if other == name:
+                return (f"{folder} already holds a model named {name!r}, and the service "
+                        f"refuses two of one name in a models root ({root}): pass another "
+                        "--name")
+    return None
+
+
 def export_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export",
+    parser = argparse.ArgumentParser(prog=_prog(),
                                      description="Export a checkpoint as ONNX graphs + manifest "
-                                                 "(`python -m export verify -h` for checks).")
+                                                 f"(`{_prog('verify')} -h` for checks).")
     parser.add_argument("checkpoint", type=Path, help="model.safetensors written by model.train")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--name", help="model name in the manifest (default: DATASET-ARCH)")
+    parser.add_argument("--name", help=(
+        "the model's name, as the service serves it (model=NAME); letters, digits, '.', '_', "
+        "'-' (default: DATASET-ARCH, e.g. sprites-dsvae; for a folder of videos, OUT_DIR's "
+        "name)"))
     parser.add_argument("--no-fp16", action="store_true", help="skip the float16 variants")
     parser.add_argument("--metrics", type=Path, help="evaluation JSON to put in the manifest")
     parser.add_argument("--domain-clips", type=int, default=2000, help=(
@@ -42,10 +82,15 @@ def export_main(argv: list[str]) -> int:
 
     from export.onnx_export import export_model
     from model.checkpoint import load_model
+    from service.settings import REPO
 
     model, meta = load_model(args.checkpoint)
     c = model.cfg
-    name = args.name or f"{meta.get('dataset', 'model')}-{c.arch}"
+    dataset = meta.get("dataset", "")
+    name = args.name or default_name(dataset, c.arch, args.out_dir)
+    problem = name_problem(name, args.out_dir)
+    if problem:
+        parser.error(problem)
     if meta.get("dataset") == "sprites" and "licence" not in meta:
         meta = {**meta, "licence": LPC_LICENCE}
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
@@ -61,7 +106,13 @@ def export_main(argv: list[str]) -> int:
     if args.domain_clips > 0:
         from export.domain import domain_stats
 
-        dataset = meta.get("dataset", "")
+        folder = Path(dataset.split(":", 1)[1]) if dataset.startswith("folder:") else None
+        if folder is not None and not folder.is_dir():
+            parser.error(f"{args.checkpoint} was trained on the videos in {folder}, which is "
+                         "not a folder here (moved or deleted since training?), and the domain "
+                         "statistics are measured on them: put the folder back, or pass "
+                         "--domain-clips 0 to export without them (the service then gives no "
+                         "domain verdicts for this model)")
         try:
             stats = domain_stats(model, dataset, args.domain_clips, test=not args.no_domain_test)
         except (ValueError, OSError) as error:
@@ -82,13 +133,17 @@ def export_main(argv: list[str]) -> int:
     fp32 = sum((args.out_dir / s["file"]).stat().st_size for s in manifest["graphs"].values())
     print(f"{manifest_path}: {name}, {len(files)} graphs, {_size(total)} in all "
           f"({_size(fp32)} float32), {time.perf_counter() - start:.1f} s")
+    root = args.out_dir.resolve().parent
+    where = ("`vdis serve` serves it" if root == REPO / "models"
+             else f"`vdis serve --models-dir {root}` serves it with the models beside it")
+    print(f"  {where} as model={name} (a running service: restart it)")
     if c.posterior == "full" and not args.no_fp16:
         print("  note: no float16 encoder (onnxruntime's CPU LSTM crashes on float16)")
     return 0
 
 
 def verify_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export verify",
+    parser = argparse.ArgumentParser(prog=_prog("verify"),
                                      description="Hashes, ORT vs PyTorch parity over B in "
                                                  "{1,3,16} x T in {1,8,20,64}, judge accuracy.")
     parser.add_argument("model_dir", type=Path)

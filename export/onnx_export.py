@@ -180,7 +180,10 @@ def describe_domain(dataset: str) -> str:
     if dataset in DOMAINS:
         return DOMAINS[dataset]
     if dataset.startswith("folder:"):
-        return f"videos like those in the folder it was trained on ({dataset[7:]})"
+        folder = Path(dataset.split(":", 1)[1])
+        return (f"Videos like those in the folder {folder.name!r} it was trained on ({folder}), "
+                "each frame centre-cropped to a square and shrunk to 64x64. Any other video "
+                "comes back looking like them.")
     return f"clips like its training data ({dataset or 'not recorded'})"
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from model import losses
 from model.checkpoint import load_model, read_metadata, save_model
 from model.config import LossConfig, ModelConfig, TrainConfig
-from model.data.registry import load_training_data
+from model.data.registry import canonical, load_training_data
 from model.images import save_curves, save_grid, swap_grid
 from model.vae import SequentialVAE, widen_palette
 
@@ -121,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         aggregate_bank=a.aggregate_bank, palette_spread=a.palette_spread,
         kl_warmup_steps=a.kl_warmup_steps, prior_warmup_steps=a.prior_warmup_steps)
     cfg = TrainConfig(
-        dataset=a.dataset, model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
+        dataset=canonical(a.dataset), model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
         recolour_targets=a.recolour_targets,
         bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,17 @@ class TrainingData:
     preview: np.ndarray
 
 
+def canonical(name: str) -> str:
+    """The data set's name as a checkpoint records it: `folder:PATH` with PATH made absolute,
+    so that export and evaluation find the folder from any working directory."""
+    if name.startswith("folder:"):
+        return "folder:" + str(Path(name.split(":", 1)[1]).expanduser().resolve())
+    return name
+
+
 def _flow_cached(name: str, videos: np.ndarray) -> np.ndarray:
+    """Flow labels (N, T) of `videos`, computed one clip at a time (a memory-mapped folder is
+    read through, never held whole) and cached as `name`."""
     from model.data.flow import flow_labels_for
 
     path = cache_dir() / f"flow-{name}-{len(videos)}.npy"
@@ -32,6 +43,7 @@ def _flow_cached(name: str, videos: np.ndarray) -> np.ndarray:
 
 def load_training_data(name: str, subset: int = 0, flow: bool = True) -> TrainingData:
     """name: 'sprites', 'mmnist', or 'folder:PATH' (a folder of the user's videos)."""
+    key = name  # the flow labels' name in the cache
     if name == "sprites":
         from model.data import sprites
 
@@ -48,11 +60,14 @@ def load_training_data(name: str, subset: int = 0, flow: bool = True) -> Trainin
     elif name.startswith("folder:"):
         from model.data import folder
 
-        videos = folder.load_clips(name.split(":", 1)[1])
+        path = name.split(":", 1)[1]
+        videos = folder.load_clips(path)  # memory-mapped: batches are read as they are drawn
         if subset:
             videos = videos[:subset]
         preview = videos[:8]
+        # by the folder's contents, not its name: a changed folder gets labels of its own
+        key = f"folder-{folder.folder_key(path)}"
     else:
         raise ValueError(f"unknown data set {name!r}: use sprites, mmnist or folder:PATH")
-    labels = _flow_cached(name.replace("/", "_").replace(":", "_"), videos) if flow else None
+    labels = _flow_cached(key, videos) if flow else None
     return TrainingData(videos, labels, preview)

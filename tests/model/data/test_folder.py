@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from model.data import folder
 from model.data.folder import load_clips
 from tests.service.videos import encode, moving_square
 
@@ -37,3 +38,23 @@ def test_clips_are_memory_mapped_from_a_cache_that_follows_the_folder(tmp_path, 
     grown = load_clips(videos, seq_len=8, progress=False)  # a new file: decoded again
     assert grown.shape[0] == 3
     np.testing.assert_array_equal(grown[:2], first)
+
+
+def test_a_long_video_gives_the_clips_of_its_start_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder, "MAX_VIDEO_FRAMES", 16)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "long.mp4").write_bytes(encode(moving_square(40), "mp4"))
+    (videos / "short.mp4").write_bytes(encode(moving_square(16, seed=1), "mp4"))  # not cut
+    with pytest.warns(UserWarning, match=r"long.mp4: only its first 16 frames are used") as seen:
+        clips = load_clips(videos, seq_len=8, progress=False)
+    assert len(seen) == 1 and clips.shape == (4, 8, 64, 64, 3)
+
+
+def test_a_video_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDIS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "good.mp4").write_bytes(encode(moving_square(8), "mp4"))
+    (tmp_path / "broken.mp4").write_bytes(encode(moving_square(8), "mp4")[:300])
+    with pytest.raises(ValueError, match=r"broken.mp4: .*move it out of the folder"):
+        load_clips(tmp_path, progress=False)
