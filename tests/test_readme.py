@@ -85,6 +85,16 @@ def test_the_curl_lines_run_as_written_and_all_answer_2xx(server, root):
     assert mp4_shape(root / "looks.mp4") == (8, 128, 128, 3)
 
 
+def test_the_domain_line_runs_as_written_and_says_in(server, root):
+    usage = section("Two commands on a fresh machine")
+    script = next(b for b in blocks(usage, "bash") if "x-vdis-domain" in b)
+    result = run("set -eo pipefail\n" + script.replace("localhost:8000", server), root)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.lower().split("\n")
+    assert lines[0].split() == ["x-vdis-domain:", "in"], result.stdout
+    assert float(lines[1].split()[1]) < 1  # x-vdis-domain-score
+
+
 def test_the_python_client_example_runs_as_written(server, root):
     code = blocks(section("Python client and command line"), "python")[0]
     result = subprocess.run([sys.executable, "-c", code.replace("127.0.0.1:8000", server)],
