@@ -1,6 +1,7 @@
 """Your own videos, end to end: the README's four commands (train on a folder, export it into a
 models root, serve it, call it) run as written on a folder of videos the test makes, then the
-new model is called through the API beside the shipped one.
+new model is called through the API beside the shipped one: a clip of the training folder is
+`X-Vdis-Domain: in` on it, and `out` on the shipped Sprites model.
 
 The one change to the text: the training line's budget (`--max-minutes 30`) becomes one epoch
 of a tiny model, and `localhost:8000` the test server's address.
@@ -115,14 +116,19 @@ def test_the_readme_commands_serve_a_model_of_your_own_videos(user):
                                  files={"video": video}, timeout=60)
         assert encoded.status_code == 200, encoded.text
         assert encoded.headers["x-vdis-model"] == "mine"
-        domain = encoded.headers.get("x-vdis-domain")  # none yet: the verdicts are landing
-        assert domain in (None, "in")  # a clip it was trained on
+        assert encoded.headers["x-vdis-domain"] == "in"  # a clip it was trained on
+        assert float(encoded.headers["x-vdis-domain-score"]) <= 1
+        with clip.open("rb") as video:  # no model=: the shipped default, which knows Sprites
+            shipped = httpx.post(url + "/encode", files={"video": video}, timeout=60)
+        assert shipped.status_code == 200, shipped.text
+        assert shipped.headers["x-vdis-model"] == "sprites-dsvae"
+        assert shipped.headers["x-vdis-domain"] == "out"
         with clip.open("rb") as a, other.open("rb") as b:
             swapped = httpx.post(url + "/swap", params={"model": "mine"},
                                  files={"appearance": a, "motion": b}, timeout=60)
         assert swapped.status_code == 200, swapped.text
         assert swapped.headers["x-vdis-model"] == "mine"
-        assert swapped.headers.get("x-vdis-domain") == domain
+        assert swapped.headers["x-vdis-domain"] == "in"
         with av.open(io.BytesIO(swapped.content)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         assert np.stack(frames).shape == (8, 64, 64, 3)
