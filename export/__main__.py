@@ -118,11 +118,11 @@ def export_main(argv: list[str]) -> int:
         except (ValueError, OSError) as error:
             parser.error(f"the domain statistics need the training data ({dataset!r}): "
                          f"{error}; pass --domain-clips 0 to export without them")
-        r = stats.reconstruction
-        print(f"  domain: reconstruction error limit {r.limit:.3g} (99.9% of training clips "
-              f"{r.quantiles.q999:.3g})" + (f", {100 * r.test.flagged:.2f}% of the "
-                                           f"{r.test.clips} {r.test.source} clips over it"
-                                           if r.test else ""), flush=True)
+        r, a, t = stats.reconstruction, stats.appearance, stats.test
+        print(f"  domain: limits: reconstruction error {r.limit:.3g}, appearance code distance "
+              f"{a.limit:.3g} (99.9% of the training clips, as they are and as MP4 uploads)" + (
+                  f"; flagged: {100 * t.flagged:.2f}% of the {t.clips} clips of the {t.source} "
+                  f"({100 * t.lossless_flagged:.2f}% lossless)" if t else ""), flush=True)
     manifest_path = export_model(model, args.out_dir, meta=meta, name=name,
                                  fp16=not args.no_fp16, metrics=metrics, progress=progress,
                                  domain_stats=stats)
