@@ -440,6 +440,35 @@ def frame_change(videos: torch.Tensor) -> float:
     return float((videos[:, 1:] - videos[:, :-1]).abs().mean())
 
 
+@torch.no_grad()
+def prior_motions(model: SequentialVAE, judge: Judge, n: int = 512, seeds: int = 3) -> dict:
+    """Protocol (b)'s prior samples alone, on the first n Sprites test clips: the judge's
+    motion head on them (IS, H(y|x), H(y): is an action recognisable in what the prior draws?)
+    and their frame-to-frame change, against the real clips'. A cheap side-by-side of two
+    models' priors (`python -m model.evaluate prior --model A --model B`)."""
+    test = sprites.load("test", progress=False)
+    videos = np.asarray(test.videos[:n])
+    model.eval()
+    f, z = encode_split(model, videos)
+    runs = []
+    for seed in range(seeds):
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
+        z_prior = torch.cat([model.sample_motion(f[i:i + 128], noise[i:i + 128])
+                             for i in range(0, n, 128)])
+        decoded = _decode_batched(model, f, z_prior)
+        probs, _ = judge_predict(judge, decoded)
+        metrics = motion_metrics(probs, test.motion[:n])
+        runs.append({**{k: metrics[k] for k in ("is", "h_yx", "h_y")},
+                     "frame_change": frame_change(decoded)})
+    probs, _ = judge_predict(judge, videos)
+    real = motion_metrics(probs, test.motion[:n])
+    return {"clips": n, "seeds": seeds,
+            "prior": {k: {"mean": float(np.mean([r[k] for r in runs])),
+                          "std": float(np.std([r[k] for r in runs]))} for k in runs[0]},
+            "real": {**{k: real[k] for k in ("is", "h_yx", "h_y")},
+                     "frame_change": frame_change(to_tensor(videos))}}
+
+
 def summarise(runs: list[dict]) -> dict:
     def stat(values):
         return {"mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -959,6 +988,14 @@ def main(argv: list[str] | None = None) -> None:
     rm.add_argument("--seeds", type=int, default=3)
     rm.add_argument("--n", type=int, default=MMNIST_TEST_CLIPS, help="test clips")
     rm.add_argument("--threads", type=int, default=0)
+    pr = sub.add_parser("prior", help="the prior's motions of one or more Sprites models, "
+                                       "side by side (prior_motions)")
+    pr.add_argument("--model", action="append", required=True)
+    pr.add_argument("--judge", default="checkpoints/judge/sprites-judge.safetensors")
+    pr.add_argument("--n", type=int, default=512, help="test clips")
+    pr.add_argument("--seeds", type=int, default=3)
+    pr.add_argument("--out", help="write the figures here as JSON")
+    pr.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -982,6 +1019,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     from model.checkpoint import load_model
 
+    if a.command == "prior":
+        judge = load_judge(a.judge)
+        figures = {}
+        for path in a.model:
+            figures[path] = prior_motions(load_model(Path(path))[0], judge, a.n, a.seeds)
+            r, q = figures[path], figures[path]["prior"]
+            print(f"{path}: prior IS {q['is']['mean']:.3f} ± {q['is']['std']:.3f}, "
+                  f"H(y|x) {q['h_yx']['mean']:.3f}, H(y) {q['h_y']['mean']:.3f}, "
+                  f"frame change {q['frame_change']['mean']:.4f}; the real clips: IS "
+                  f"{r['real']['is']:.3f}, H(y|x) {r['real']['h_yx']:.3f}, frame change "
+                  f"{r['real']['frame_change']:.4f}", flush=True)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(figures, indent=2))
+        return
     model, meta = load_model(Path(a.model))
     if a.command == "run-mmnist":
         digit_judge, judge_meta = load_digit_judge(a.judge)
