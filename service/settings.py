@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # sleep: spinning burns cores the same process needs for video decoding and encoding, and
     # measured on 2 cores it cost more than it saved (docs/benchmarks.md)
     INTRA_OP_SPINNING: bool = False
+    # threads that decode uploads and encode answers (0: asyncio's default pool, cores + 4)
+    IO_THREADS: int = Field(0, ge=0)
+    # glibc malloc arenas (0: glibc's default, 8 per core): a cap bounds the RSS growth of
+    # many threads allocating (service/memory.py)
+    MALLOC_ARENAS: int = Field(0, ge=0)
 
     # The engine
     REDIS_URL: str = ""  # empty: the in-process engine
