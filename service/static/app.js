@@ -1,5 +1,6 @@
-// vdis's page: picks clips, calls the HTTP API (/swap, /generate, /encode, /decode) and shows
-// the results looping. Plain JS, no libraries, same origin as the API.
+// vdis's page: picks a model and clips, calls the HTTP API (/swap, /generate, /encode, /decode,
+// each with model=NAME) and shows the results looping, each with the model's word on how far its
+// uploads are from what it was trained on. Plain JS, no libraries, same origin as the API.
 "use strict";
 
 const SCALE = 4;  // results are upscaled by the service (nearest neighbour) to stay crisp
@@ -7,8 +8,11 @@ const GRID_CONCURRENCY = 4;  // /decode calls in flight at once while building t
 
 const $ = (id) => document.getElementById(id);
 const slots = { a: null, b: null };  // each: {name, blob}
-let samples = [];  // [{file, label, blob?}]
-let model = null;  // GET /model
+let models = [];  // GET /models: [{name, default, domain, frame_size, seq_len, ..., samples}]
+let model = null;  // the chosen one of `models`; null when /models failed (the default answers)
+let samples = [];  // the chosen model's clips: [{file, url, label}]
+const sampleBlobs = new Map();  // url -> Blob: switching back to a model downloads nothing again
+let running = 0;  // tasks in flight: the model stays as it is until they are done
 
 // ---------------------------------------------------------------------------------------------
 // Talking to the API
@@ -86,6 +90,13 @@ function uploads(task, bodies) {
   });
 }
 
+// "?name=value&...&model=NAME": every model request names the chosen model.
+function query(params = {}) {
+  const q = new URLSearchParams(params);
+  if (model) q.set("model", model.name);
+  return "?" + q;
+}
+
 function form(fields) {
   const body = new FormData();
   for (const [name, clip] of Object.entries(fields)) body.append(name, clip.blob, clip.name);
@@ -142,12 +153,15 @@ function busy(statusId, what) {
 async function withStatus(statusId, what, work, buttons) {
   const task = busy(statusId, what);
   buttons.forEach((b) => { b.disabled = true; });
+  running++;
+  $("model").disabled = true;  // the answer on its way is the chosen model's
   try {
     task.done(await work(task));
   } catch (error) {
     task.fail(error);
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
+    $("model").disabled = --running > 0;
     updateButtons();
   }
 }
@@ -199,15 +213,12 @@ function fit() {
 }
 
 async function sampleClip(sample) {
-  if (!sample.blob) {
-    const response = await call(`/static/samples/${sample.file}`);
-    sample.blob = await response.blob();
-  }
-  return { name: sample.file, blob: sample.blob };
+  if (!sampleBlobs.has(sample.url)) sampleBlobs.set(sample.url, await (await call(sample.url)).blob());
+  return { name: sample.file, blob: sampleBlobs.get(sample.url) };
 }
 
 function clipsAvailable() {
-  const clips = samples.map((s) => ({ id: "sample:" + s.file, label: s.label, get: () => sampleClip(s) }));
+  const clips = samples.map((s) => ({ id: "sample:" + s.url, label: s.label, get: () => sampleClip(s) }));
   for (const slot of ["b", "a"]) {  // unshifted: A first, then B, then the samples
     if (slots[slot]) {
       const clip = slots[slot];
@@ -218,7 +229,9 @@ function clipsAvailable() {
   return clips;
 }
 
-function fillSources() {
+// The clips the generate and grid panels offer; `fresh`: tick the samples for the grid anew
+// (another model's samples), else keep what the user ticked.
+function fillSources(fresh = false) {
   const select = $("generate-source");
   const chosen = select.value;
   select.innerHTML = "";
@@ -227,7 +240,7 @@ function fillSources() {
 
   const fieldset = $("grid-clips");
   const checked = new Set([...fieldset.querySelectorAll("input:checked")].map((i) => i.value));
-  const fresh = fieldset.querySelectorAll("input").length === 0;
+  fresh = fresh || fieldset.querySelectorAll("input").length === 0;
   fieldset.querySelectorAll("label").forEach((l) => l.remove());
   for (const clip of clipsAvailable()) {
     const label = document.createElement("label");
@@ -268,24 +281,86 @@ function updateButtons() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The three panels
+// The domain verdict: how far the uploads are from what the model was trained on
 
-function clearResults() {
-  for (const id of ["result-ab", "result-ba"]) {
-    const video = $(id);
-    if (video.src.startsWith("blob:")) URL.revokeObjectURL(video.src);
-    video.removeAttribute("src");
-    video.load();
-    video.hidden = true;
+// From a model answer's headers: X-Vdis-Domain (in | out | unknown), X-Vdis-Domain-Score (a
+// ratio: 1.0 is the edge of the model's training data) and, when out, X-Vdis-Warning (which
+// upload, and what the model expects, in words). null from a service that says nothing of it.
+function verdictOf(headers) {
+  const verdict = headers.get("X-Vdis-Domain");
+  if (!verdict) return null;
+  return { verdict, score: headers.get("X-Vdis-Domain-Score"),
+           warning: headers.get("X-Vdis-Warning") || "", model: headers.get("X-Vdis-Model") };
+}
+
+function scoreText(score) {
+  const x = parseFloat(score);
+  if (!Number.isFinite(x)) return "?";
+  return x >= 10 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(2);
+}
+
+// Fill `box` (a .domain element beside its result): out, a warning in words under a heading;
+// unknown, a quiet line about `subject`; in (or no verdict), nothing. `text`: the words for an
+// out verdict when not the service's own warning.
+function showVerdict(box, verdict, subject = "the upload", text = null) {
+  box.textContent = "";
+  const state = verdict && ["out", "unknown"].includes(verdict.verdict) ? verdict.verdict : "";
+  box.className = "domain" + (state ? " " + state : "");
+  box.hidden = !state;
+  const name = (verdict && verdict.model) || (model ? model.name : "the model");
+  if (state === "out") {
+    const heading = document.createElement("strong");
+    heading.textContent = `Outside what ${name} knows.`;
+    const expects = model ? ` It expects: ${model.domain}` : "";
+    box.append(heading, " ", text || verdict.warning ||
+      `The upload scores ${scoreText(verdict.score)}, where 1 is the edge of its training ` +
+      `data: the answer shows what this model knows, not the upload.${expects}`);
+  } else if (state === "unknown") {
+    box.textContent = `${name} cannot measure the distance from ${subject} to its training ` +
+      "data: it was exported without domain statistics.";
   }
 }
 
+function clearVerdict(box) {
+  showVerdict(box, null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three panels
+
+function forget(video) {
+  if (video.src.startsWith("blob:")) URL.revokeObjectURL(video.src);
+  video.removeAttribute("src");
+  video.load();
+  video.hidden = true;
+}
+
+function clearSwap() {
+  for (const id of ["ab", "ba"]) {
+    forget($(`result-${id}`));
+    clearVerdict($(`domain-${id}`));
+  }
+}
+
+// Every result and status on the page: what another model made is not this one's answer.
+function clearAll() {
+  clearSwap();
+  forget($("generated"));
+  $("generated-caption").textContent = "";
+  clearVerdict($("domain-generated"));
+  const table = $("grid");
+  table.querySelectorAll("video").forEach((v) => { if (v.src.startsWith("blob:")) URL.revokeObjectURL(v.src); });
+  table.innerHTML = "";
+  clearVerdict($("domain-grid"));
+  for (const id of ["swap-status", "generate-status", "grid-status"]) $(id).textContent = "";
+}
+
 async function swap() {
-  clearResults();  // a failed swap must not leave the last one's results beside its error
+  clearSwap();  // a failed swap must not leave the last one's results beside its error
   refuse("a", null);
   refuse("b", null);
   await withStatus("swap-status", "Swapping…", async (task) => {
-    const query = `?format=mp4&scale=${SCALE}&fit=${fit()}`;
+    const options = query({ format: "mp4", scale: SCALE, fit: fit() });
     // Two requests side by side (not both=true) so each result is its own video; `roles` says
     // which slot each form field came from, to point at the upload the service refused.
     const requests = [{ appearance: "a", motion: "b" }, { appearance: "b", motion: "a" }];
@@ -293,7 +368,7 @@ async function swap() {
     const progress = uploads(task, bodies);
     let results;
     try {
-      results = await Promise.all(bodies.map((body, i) => call("/swap" + query,
+      results = await Promise.all(bodies.map((body, i) => call("/swap" + options,
         { method: "POST", body, onUpload: progress[i] }).catch((error) => {
         const field = error.problem && error.problem.field;
         if (field) error.slot = requests[i][field];
@@ -308,6 +383,8 @@ async function swap() {
       }
       throw error;
     }
+    ["ab", "ba"].forEach((id, i) => showVerdict($(`domain-${id}`), verdictOf(results[i].headers),
+                                                "these uploads"));
     show($("result-ab"), await videoUrl(results[0]));
     show($("result-ba"), await videoUrl(results[1]));
     return "";
@@ -320,10 +397,11 @@ async function generate() {
     if (!source) throw new ApiError("Pick a clip for the appearance first.");
     const n = Number($("generate-n").value) || 4;
     const seed = $("generate-seed").value;
-    const query = new URLSearchParams({ n, format: "mp4", scale: SCALE, fit: fit() });
-    if (seed !== "") query.set("seed", seed);
+    const options = { n, format: "mp4", scale: SCALE, fit: fit() };
+    if (seed !== "") options.seed = seed;
     const body = form({ video: await source.get() });
-    const response = await call("/generate?" + query,
+    clearVerdict($("domain-generated"));
+    const response = await call("/generate" + query(options),
                                 { method: "POST", body, onUpload: uploads(task, [body])[0] });
     const grid = response.headers.get("X-Vdis-Grid") || "";
     const usedSeed = response.headers.get("X-Vdis-Seed");
@@ -331,6 +409,7 @@ async function generate() {
     $("generated-caption").textContent =
       `${n} motions for the appearance of ${source.label}` +
       (grid ? `, tiled ${grid.replace("x", " × ")}` : "") + ` (seed ${usedSeed})`;
+    showVerdict($("domain-generated"), verdictOf(response.headers), source.label);
     return "";
   }, [$("generate-button")]);
 }
@@ -341,9 +420,14 @@ async function grid() {
     const chosen = clipsAvailable().filter((c) => ids.has(c.id));
     if (chosen.length < 2) throw new ApiError("Tick at least two clips for the grid.");
     const clips = await Promise.all(chosen.map(async (c) => ({ ...c, clip: await c.get() })));
-    const codes = await Promise.all(clips.map(async (c) => {
-      const response = await call(`/encode?fit=${fit()}`, { method: "POST", body: form({ video: c.clip }) });
-      return response.json();
+    clearVerdict($("domain-grid"));
+    const verdicts = [];  // per clip, from /encode: its body's `domain`, else the headers
+    const codes = await Promise.all(clips.map(async (c, i) => {
+      const response = await call("/encode" + query({ fit: fit() }),
+                                  { method: "POST", body: form({ video: c.clip }) });
+      const body = await response.json();
+      verdicts[i] = body.domain ? { ...body.domain, model: body.model } : verdictOf(response.headers);
+      return body;
     }));
 
     const n = clips.length;
@@ -355,7 +439,7 @@ async function grid() {
     const decodeCell = async ([row, col]) => {
       const body = JSON.stringify({ model: codes[row].model, appearance: codes[row].appearance,
                                     motion: codes[col].motion });
-      const response = await call(`/decode?format=mp4&scale=${SCALE}`, {
+      const response = await call("/decode" + query({ format: "mp4", scale: SCALE }), {
         method: "POST", headers: { "Content-Type": "application/json" }, body });
       urls[`${row},${col}`] = await videoUrl(response);
       task.progress(++done, cells.length);
@@ -376,16 +460,19 @@ async function grid() {
       video.src = URL.createObjectURL(blob);
       return video;
     };
-    for (const c of clips) {
+    const clipHeader = (i) => {
       const th = document.createElement("th");
-      th.append(clipVideo(c.clip.blob), document.createElement("br"), c.label);
-      head.append(th);
-    }
+      th.append(clipVideo(clips[i].clip.blob), document.createElement("br"), clips[i].label);
+      if (verdicts[i] && verdicts[i].verdict === "out") {
+        th.classList.add("out");
+        th.title = `outside the model's domain (score ${scoreText(verdicts[i].score)})`;
+      }
+      return th;
+    };
+    clips.forEach((_, i) => head.append(clipHeader(i)));
     for (let row = 0; row < n; row++) {
       const tr = table.insertRow();
-      const th = document.createElement("th");
-      th.append(clipVideo(clips[row].clip.blob), document.createElement("br"), clips[row].label);
-      tr.append(th);
+      tr.append(clipHeader(row));
       for (let col = 0; col < n; col++) {
         const video = document.createElement("video");
         Object.assign(video, { muted: true, loop: true, autoplay: true, playsInline: true });
@@ -394,41 +481,60 @@ async function grid() {
         tr.insertCell().append(video);
       }
     }
+    showGridVerdicts(clips, verdicts);
     return `${n} × ${n} grid: ${n * n} videos decoded.`;
   }, [$("grid-button")]);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Start
+// The grid's clips outside the model's domain, named with their scores, under the grid; a quiet
+// line if the model cannot tell; nothing when every clip is in.
+function showGridVerdicts(clips, verdicts) {
+  const out = clips.map((c, i) => [c, verdicts[i]]).filter(([, v]) => v && v.verdict === "out");
+  if (out.length) {
+    const named = out.map(([c, v]) => `${c.label} scores ${scoreText(v.score)}`).join(", ");
+    showVerdict($("domain-grid"), out[0][1], "", `${named}, where 1 is the edge of its ` +
+      "training data: their rows and columns show what this model knows, not those clips. " +
+      `It expects: ${model ? model.domain : "clips like its training data"}`);
+    return;
+  }
+  showVerdict($("domain-grid"), verdicts.find((v) => v && v.verdict === "unknown") || null,
+              "these clips");
+}
 
-async function start() {
-  wireSlot("a");
-  wireSlot("b");
-  $("swap-button").addEventListener("click", swap);
-  $("generate-button").addEventListener("click", generate);
-  $("grid-button").addEventListener("click", grid);
-  $("fit").addEventListener("change", () => { document.body.dataset.fit = fit(); });
-  document.body.dataset.fit = fit();
-  try {
-    model = await (await call("/model")).json();
-    $("model-info").textContent =
-      `Model ${model.name}: ${model.frame_size}×${model.frame_size} frames, ` +
-      `${model.seq_len} per clip, appearance code of ${model.appearance_dim} numbers, ` +
-      `motion code of ${model.motion_dim} per frame.`;
-    document.querySelectorAll(".seq-len").forEach((e) => { e.textContent = model.seq_len; });
-    document.querySelectorAll(".frame-size").forEach((e) => { e.textContent = model.frame_size; });
-    $("generate-n").max = 16;
-  } catch (error) {
-    $("model-info").textContent = error.message;
-    $("model-info").className = "status error";
+// ---------------------------------------------------------------------------------------------
+// Models: the picker, what the chosen one expects, its sample clips
+
+function fillModels() {
+  const select = $("model");
+  select.innerHTML = "";
+  for (const m of models) {
+    const option = new Option(`${m.name}${m.default ? " (default)" : ""}: ${m.domain}`, m.name);
+    option.title = m.domain;
+    select.add(option);
   }
-  try {
-    samples = await (await call("/static/samples/index.json")).json();
-  } catch {
-    samples = [];  // the page works without samples: pick files instead
-  }
+  select.hidden = models.length === 0;
+}
+
+function describeModel() {
+  const info = $("model-info");
+  info.textContent = "";
+  info.className = "";
+  const sizes = document.createElement("span");
+  sizes.className = "muted";
+  sizes.textContent = ` ${model.frame_size}×${model.frame_size} frames, ${model.seq_len} per ` +
+    `clip; an appearance code of ${model.appearance_dim} numbers, a motion code of ` +
+    `${model.motion_dim} per frame.`;
+  info.append(model.domain, sizes);
+  document.querySelectorAll(".seq-len").forEach((e) => { e.textContent = model.seq_len; });
+  document.querySelectorAll(".frame-size").forEach((e) => { e.textContent = model.frame_size; });
+  $("manifest-link").href = `/models/${encodeURIComponent(model.name)}`;
+}
+
+// One button per sample clip of the chosen model under each slot; a line when it has none.
+function fillSamples() {
   for (const holder of document.querySelectorAll(".samples")) {
     const slot = holder.dataset.slot;
+    holder.innerHTML = "";
     samples.forEach((sample, i) => {
       const button = document.createElement("button");
       button.type = "button";
@@ -444,6 +550,43 @@ async function start() {
       });
       holder.append(button);
     });
+    holder.parentElement.querySelector(".no-samples").hidden = samples.length > 0 || !model;
+  }
+}
+
+function selectModel(name) {
+  model = models.find((m) => m.name === name) || null;
+  if (!model) return;
+  $("model").value = model.name;
+  describeModel();
+  samples = model.samples.map((s) => ({
+    url: s.url, label: s.label, file: decodeURIComponent(s.url.split("/").pop()) }));
+  clearAll();
+  fillSamples();
+  fillSources(true);
+  updateButtons();
+}
+
+async function start() {
+  wireSlot("a");
+  wireSlot("b");
+  $("swap-button").addEventListener("click", swap);
+  $("generate-button").addEventListener("click", generate);
+  $("grid-button").addEventListener("click", grid);
+  $("fit").addEventListener("change", () => { document.body.dataset.fit = fit(); });
+  $("model").addEventListener("change", () => selectModel($("model").value));
+  document.body.dataset.fit = fit();
+  $("generate-n").max = 16;
+  try {
+    const listed = await (await call("/models")).json();
+    models = listed.models;
+    fillModels();
+    selectModel(listed.default || models[0].name);
+  } catch (error) {
+    // the page still works, on the service's default model, with files the user picks
+    $("model-info").textContent = error.message;
+    $("model-info").className = "status error";
+    fillModels();
   }
   fillSources();
   updateButtons();
