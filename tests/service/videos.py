@@ -8,6 +8,8 @@ import tempfile
 import av
 import numpy as np
 
+from export.footage import PHOTOS, photo_pan  # noqa: F401  natural-looking footage
+
 CODECS = {"mp4": ("mp4", "libx264", "yuv420p"), "webm": ("webm", "libvpx-vp9", "yuv420p"),
           "avi": ("avi", "mpeg4", "yuv420p"), "mov": ("mov", "libx264", "yuv420p"),
           "gif": ("gif", "gif", "rgb8"),
@@ -25,34 +27,6 @@ def moving_square(frames: int = 12, width: int = 96, height: int = 80, seed: int
         left = (t * 5) % (width - side)
         top = (height - side) // 2
         video[t, top:top + side, left:left + side] = colour
-    return video
-
-
-# Real photographs shipped inside scikit-image's wheel (public domain or CC0, see skimage.data).
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel",
-          "brick", "hubble_deep_field")
-
-
-def photo_pan(name: str = "astronaut", frames: int = 12, width: int = 160, height: int = 120,
-              move: tuple[float, float, float] = (1.0, 0.0, 1.0)) -> np.ndarray:
-    """(T, H, W, 3) uint8: natural-looking footage, a camera panning (move[:2], in shares of the
-    view per frame) and zooming (move[2] per frame) over a real photograph."""
-    import cv2
-    import skimage.data
-
-    photo = getattr(skimage.data, name)()
-    photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
-    h, w = photo.shape[:2]
-    view_w = min(w, h * width // height) * 3 // 4
-    video = np.empty((frames, height, width, 3), np.uint8)
-    for t in range(frames):
-        vw = max(8, int(view_w * move[2] ** t))
-        vh = max(8, vw * height // width)
-        x = int((w - vw) / 2 + move[0] * (t - frames / 2) * 0.02 * vw)
-        y = int((h - vh) / 2 + move[1] * (t - frames / 2) * 0.02 * vh)
-        x, y = min(max(x, 0), w - vw), min(max(y, 0), h - vh)
-        video[t] = cv2.resize(photo[y:y + vh, x:x + vw], (width, height),
-                              interpolation=cv2.INTER_AREA)
     return video
 
 
