@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -103,3 +104,22 @@ def test_the_colour_oracle_names_the_class_whose_true_colours_are_nearest():
     verdict = evaluate.colour_oracle(blend, character, motion, clips)
     assert set(verdict["body"]) == {other} and np.array_equal(verdict["bottom"],
                                                               test.appearance[:9, 1])
+
+
+def test_prior_motions_judges_the_samples_of_each_prior_against_the_real_clips(tmp_path):
+    from model.checkpoint import save_model
+    from tests.conftest import tiny_model
+
+    paths = []
+    for arch in ("dsvae", "unordered"):
+        paths += ["--model", str(tmp_path / f"{arch}.safetensors")]
+        save_model(tiny_model(arch=arch), tmp_path / f"{arch}.safetensors", {"dataset": "sprites"})
+    out = tmp_path / "prior.json"
+    evaluate.main(["prior", *paths, "--n", "9", "--seeds", "2", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    assert len(figures) == 2
+    for result in figures.values():
+        assert result["clips"] == 9 and set(result["prior"]) == {"is", "h_yx", "h_y",
+                                                                   "frame_change"}
+        assert 1.0 <= result["prior"]["is"]["mean"] <= 9.0
+        assert result["real"]["frame_change"] > 0.0  # real Sprites clips move
