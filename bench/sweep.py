@@ -4,8 +4,10 @@ Each configuration is a set of environment variables (VDIS_*, or UVICORN_* for u
 options) on top of the current ones; every configuration runs once per round, in turn, so
 drift on the machine falls on all of them. Load and figures as bench/compare.py's (a new
 connection per request, the same 64x64 8-frame MP4 uploads, CPU ms per request of the server's
-process tree). With `--leak`, each configuration also answers `--leak-total` /swap requests on
-a fresh server, and its RSS after the first `--leak-first` and after all is printed.
+process tree, and its workers'). A configuration with VDIS_REDIS_URL also starts WORKERS=n
+Redis workers (1 by default) with the same variables. With `--leak`, each configuration also
+answers `--leak-total` /swap requests on a fresh server, and its RSS after the first
+`--leak-first` and after all is printed.
 
     .venv/bin/python -m bench.sweep --config default: \\
         --config 'runs2:VDIS_MAX_CONCURRENT_RUNS=2' --concurrency 1,32 --endpoints swap
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, csv_ints, csv_words, machine, machine_line, rss_mb  # noqa: E402
-from bench.compare import ENDPOINTS, Server, ab, body_files, systems  # noqa: E402
+from bench.compare import ENDPOINTS, Server, ab, body_files, systems, tree_cpu_s  # noqa: E402
 
 
 def parse_config(text: str) -> tuple[str, dict[str, str]]:
@@ -40,27 +43,50 @@ def parse_config(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def serve(env: dict[str, str], model_dir: Path, log: Path) -> Server:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:  # Server passes os.environ on to the process it starts
-        server = Server(systems(model_dir, Path())["vdis"], model_dir, log)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    server.wait_ready()
-    return server
+class Stack:
+    """The API server, and with VDIS_REDIS_URL in the configuration, `workers` Redis workers
+    (`python -m service.worker`, the same environment) started first."""
+
+    def __init__(self, env: dict[str, str], model_dir: Path, log: Path):
+        env = dict(env)
+        count = int(env.pop("WORKERS", "1")) if env.get("VDIS_REDIS_URL") else 0
+        full = {**os.environ, **env, "VDIS_MODEL_DIR": str(model_dir)}
+        self.workers = [subprocess.Popen([sys.executable, "-m", "service.worker"], cwd=REPO,
+                                         env=full, stdout=log.with_suffix(f".w{i}").open("wb"),
+                                         stderr=subprocess.STDOUT)
+                        for i in range(count)]
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:  # Server passes os.environ on to the process it starts
+            self.server = Server(systems(model_dir, Path())["vdis"], model_dir, log)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.server.wait_ready()
+
+    def cpu_s(self) -> float:
+        return self.server.cpu_s() + sum(tree_cpu_s(w.pid) for w in self.workers)
+
+    def stop(self) -> None:
+        self.server.stop()
+        for worker in self.workers:
+            worker.terminate()
+            worker.wait(30)
+
+
+def serve(env: dict[str, str], model_dir: Path, log: Path) -> Stack:
+    return Stack(env, model_dir, log)
 
 
 def leak(env: dict[str, str], model_dir: Path, body: Path, first: int, total: int,
          concurrency: int, folder: Path) -> dict:
     server = serve(env, model_dir, folder / "leak.log")
     try:
-        url = server.url + ENDPOINTS["swap"][0]
+        url = server.server.url + ENDPOINTS["swap"][0]
         ab(url, body, concurrency, first, folder)
-        after_first = rss_mb(server.process.pid)
+        after_first = rss_mb(server.server.process.pid)
         ab(url, body, concurrency, total - first, folder)
-        after_all = rss_mb(server.process.pid)
+        after_all = rss_mb(server.server.process.pid)
     finally:
         server.stop()
     return {"first": after_first, "total": after_all, "growth": after_all / after_first - 1}
@@ -91,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 server = serve(env, args.model_dir, folder / f"{name}.log")
                 try:
                     for endpoint in args.endpoints:
-                        url = server.url + ENDPOINTS[endpoint][0]
+                        url = server.server.url + ENDPOINTS[endpoint][0]
                         for c in args.concurrency:
                             ab(url, bodies[endpoint], c, max(c, 16), folder)  # untimed
                             cpu = server.cpu_s()

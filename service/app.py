@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from service import iothreads, timing
 from service import jobs as async_jobs
-from service import memory, timing
 from service.api import deadline, guard, problems
 from service.api.routes import codes, generate, health, jobs, models, page, swap
 from service.engine import build_engine
@@ -35,8 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        memory.cap_malloc_arenas(settings.MALLOC_ARENAS)
-        memory.use_io_threads(settings.IO_THREADS)
+        iothreads.use_io_threads(settings.IO_THREADS)
         engine = build_engine(settings, metrics.on_batch)
         await engine.start()
         app.state.engine = engine

@@ -40,24 +40,21 @@ class Settings(BaseSettings):
     # batch sizes run once per graph at startup (T = the model's seq_len), comma-separated;
     # empty: 1 and MAX_BATCH on CUDA, none on CPU; "none": no warm-up
     WARMUP_BATCHES: str = ""
-    # How the cores are used on CPU: one onnxruntime call at a time on every core (both 0, the
-    # default), or several calls at once on fewer threads each: VDIS_MAX_CONCURRENT_RUNS=2 on 2
-    # cores measured 28% more /swap throughput, but the process's RSS then climbs over the first
-    # few thousand requests (to ~10% above one call's), so it is opt-in (docs/benchmarks.md).
-    # Setting one of them derives the other from the cores (calls = cores // threads,
-    # threads = cores // calls); on CUDA one call at a time.
-    # service.engine.local.resolve_parallelism.
+    # How the cores are used on CPU: one onnxruntime call per core side by side, one thread each
+    # (both 0, the default: on 2 cores 30% more /swap and /encode throughput than one call on
+    # both cores, docs/benchmarks.md), or fewer calls on more threads each. Setting one of
+    # them derives the other from the cores (calls = cores // threads, threads = cores // calls);
+    # on CUDA one call at a time. service.engine.local.resolve_parallelism.
     INTRA_OP_THREADS: int = Field(0, ge=0)  # threads per onnxruntime call; 0: see above
     INTER_OP_THREADS: int = Field(0, ge=0)
     # onnxruntime's intra-op threads spin-wait for work between and after calls (its default) or
     # sleep: spinning burns cores the same process needs for video decoding and encoding, and
     # measured on 2 cores it cost more than it saved (docs/benchmarks.md)
     INTRA_OP_SPINNING: bool = False
-    # threads that decode uploads and encode answers (0: asyncio's default pool, cores + 4)
+    # threads that decode uploads and encode answers; 0: one per usable core. asyncio's default
+    # pool (cores + 4 threads) ran 6 decodes at once on 2 cores, each 1.5-2x slower, beside the
+    # model's calls: /swap at concurrency 32 went from 56 to 65 req/s with 2 (docs/benchmarks.md)
     IO_THREADS: int = Field(0, ge=0)
-    # glibc malloc arenas (0: glibc's default, 8 per core): a cap bounds the RSS growth of
-    # many threads allocating (service/memory.py)
-    MALLOC_ARENAS: int = Field(0, ge=0)
 
     # The engine
     REDIS_URL: str = ""  # empty: the in-process engine

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from redis.exceptions import ResponseError
 
-from service import memory, timing
+from service import timing
 from service.engine import wire
 from service.engine.catalogue import discover
 from service.engine.keys import GROUP, Keys
@@ -118,7 +118,6 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        memory.cap_malloc_arenas(self.settings.MALLOC_ARENAS)
         self.models.start()
         beat = None
         delay_s, down = BACKOFF_MIN_S, False

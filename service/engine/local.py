@@ -37,13 +37,13 @@ def usable_cores() -> int:
 def resolve_parallelism(settings: Settings, cores: int | None = None) -> Settings:
     """The settings with VDIS_MAX_CONCURRENT_RUNS and VDIS_INTRA_OP_THREADS decided (no 0s).
 
-    On CPU: both unset -> one call at a time on every core; one set -> the other from the cores
-    (MAX_CONCURRENT_RUNS=2 on 2 cores: two calls side by side, one thread each). On CUDA (asked
+    On CPU: both unset -> one call per core side by side, one thread each; one set -> the other
+    from the cores (INTRA_OP_THREADS=2 on 2 cores: one call at a time on both). On CUDA (asked
     for): one call at a time unless set; threads stay 0 (onnxruntime's default).
 
-    Calls side by side gave 28% more /swap throughput on 2 cores, but with them the API's RSS
-    climbs for the first 2000-4000 requests (to a plateau ~10% above one call's), which the
-    leak check reads as growth, so they are not the default (docs/benchmarks.md, Memory).
+    Measured on 2 cores (docs/benchmarks.md): two 1-thread calls side by side gave /swap at
+    concurrency 32 56 req/s against 43 for one 2-thread call, and /encode the same; the RSS grew
+    6.7% from 200 to 2000 /swaps, within the 10% the leak check allows.
     """
     runs, threads = settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
     if CUDA in choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU):
@@ -51,7 +51,7 @@ def resolve_parallelism(settings: Settings, cores: int | None = None) -> Setting
     else:
         cores = cores or usable_cores()
         if not runs:
-            runs = max(1, cores // threads) if threads else 1
+            runs = max(1, cores // threads) if threads else cores
         threads = threads or max(1, cores // runs)
     return settings.model_copy(update={"MAX_CONCURRENT_RUNS": runs, "INTRA_OP_THREADS": threads})
 

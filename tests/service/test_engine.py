@@ -147,12 +147,12 @@ def test_calls_run_on_as_many_threads_as_calls_allowed_at_once():
     assert len(threads) == 2 and all(name.startswith("vdis-model") for name in threads)
 
 
-def test_parallelism_on_cpu_is_one_call_on_every_core_unless_set(model_dir):
+def test_parallelism_on_cpu_is_one_call_per_core_unless_set(model_dir):
     def resolved(cores=4, **overrides):
         settings = resolve_parallelism(Settings(MODEL_DIR=model_dir, **overrides), cores)
         return settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
 
-    assert resolved() == (1, 4)  # one call at a time on every core
+    assert resolved() == (4, 1)  # one call per core side by side, one thread each
     assert resolved(cores=1) == (1, 1)
     assert resolved(MAX_CONCURRENT_RUNS=4) == (4, 1)  # side by side, one thread each
     assert resolved(MAX_CONCURRENT_RUNS=2) == (2, 2)
@@ -163,9 +163,9 @@ def test_parallelism_on_cpu_is_one_call_on_every_core_unless_set(model_dir):
     assert resolved(PROVIDERS="CUDAExecutionProvider,CPUExecutionProvider") == (1, 0)
     cores = usable_cores()
     status = LocalEngine(Settings(MODEL_DIR=model_dir)).status()
-    assert status["queue"]["concurrent_runs"] == 1 and status["intra_op_threads"] == cores
-    status = LocalEngine(Settings(MODEL_DIR=model_dir, MAX_CONCURRENT_RUNS=cores)).status()
     assert status["queue"]["concurrent_runs"] == cores and status["intra_op_threads"] == 1
+    status = LocalEngine(Settings(MODEL_DIR=model_dir, INTRA_OP_THREADS=cores)).status()
+    assert status["queue"]["concurrent_runs"] == 1 and status["intra_op_threads"] == cores
 
 
 def test_the_service_never_imports_torch_or_model():
