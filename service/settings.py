@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # sleep: spinning burns cores the same process needs for video decoding and encoding, and
     # measured on 2 cores it cost more than it saved (docs/benchmarks.md)
     INTRA_OP_SPINNING: bool = False
+    # How an upload's domain verdict is made (service/engine/domain.py): `full`, the higher of
+    # its frame-0 reconstruction error and its appearance code's distance (one more decoder
+    # frame per upload: about 1.5 ms of CPU here, /encode 4.5 -> 8.3 ms per request), or
+    # `code`, the code's distance alone (no model work; on the shipped Sprites model it still
+    # flags every natural clip the tests make, but passes 19% of Moving MNIST clips, which the
+    # reconstruction flags all of: docs/model.md, Domain)
+    DOMAIN_CHECK: Literal["full", "code"] = "full"
     # threads that decode uploads and encode answers; 0: one per usable core. asyncio's default
     # pool (cores + 4 threads) ran 6 decodes at once on 2 cores, each 1.5-2x slower, beside the
     # model's calls: /swap at concurrency 32 went from 56 to 65 req/s with 2 (docs/benchmarks.md)

@@ -102,11 +102,11 @@ def upload_label(field: str, upload: UploadFile) -> str:
 def judge_uploads(manifest: Manifest, uploads: list[tuple[str, UploadFile]],
                   errors: np.ndarray | None, appearance: np.ndarray | None) -> DomainReport:
     """uploads[i]: (form field, file) of upload i; errors, appearance: their reconstruction
-    errors (B,) and appearance codes (B, F) (service.engine.ops), None when the model has no
-    domain statistics."""
-    stats = manifest.doc.domain_stats if errors is not None else None
-    verdicts = upload_verdicts(stats, errors if errors is not None else np.zeros(len(uploads)),
-                               appearance)
+    errors (B,) (None with VDIS_DOMAIN_CHECK=code) and appearance codes (B, F)
+    (service.engine.ops); no verdict when the model has no domain statistics."""
+    stats = manifest.doc.domain_stats if appearance is not None else None
+    verdicts = upload_verdicts(stats, errors, appearance if appearance is not None
+                               else np.zeros((len(uploads), manifest.appearance_dim)))
     return DomainReport(manifest, [(field, upload_label(field, upload), v)
                                    for (field, upload), v in zip(uploads, verdicts, strict=True)])
 

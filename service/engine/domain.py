@@ -86,14 +86,17 @@ def reconstruction_error(clips: np.ndarray, decoded: np.ndarray) -> np.ndarray:
     return (diff * diff).reshape(len(diff), -1).mean(1) / (255.0 * 255.0)
 
 
-def upload_verdicts(stats: DomainStats | None, errors: np.ndarray,
+def upload_verdicts(stats: DomainStats | None, errors: np.ndarray | None,
                     appearance: np.ndarray) -> list[Verdict | None]:
     """B uploads' reconstruction errors (B,) and appearance codes (B, F) -> one verdict each
-    (None: no stats): the higher of the two scores, and which it was."""
+    (None: no stats): the higher of the two scores, and which it was; without the errors
+    (VDIS_DOMAIN_CHECK=code) the code's alone."""
     if stats is None:
-        return [None] * len(errors)
-    limit = stats.reconstruction.limit
+        return [None] * len(appearance)
     codes = code_verdicts(stats, appearance)
+    if errors is None:
+        return codes
+    limit = stats.reconstruction.limit
     return [max(Verdict(float(e) / limit, "reconstruction"), c, key=lambda v: v.score)
             for e, c in zip(np.asarray(errors, np.float64), codes, strict=True)]
 

@@ -133,8 +133,9 @@ class LoadedModels:
                 on_batch(name, graph, rows, waits_s, run_s)
         batcher = MicroBatcher(runner.run, s.MAX_BATCH, self.max_wait_ms, s.MAX_CONCURRENT_RUNS,
                                observe)
-        return LoadedModel(runner, batcher, Operations(runner.manifest, batcher.submit),
-                           Operations(runner.manifest, batcher.run_alone),
+        full = s.DOMAIN_CHECK == "full"
+        return LoadedModel(runner, batcher, Operations(runner.manifest, batcher.submit, full),
+                           Operations(runner.manifest, batcher.run_alone, full),
                            max(0, rss_bytes() - before), time.perf_counter() - started)
 
     def start(self) -> None:

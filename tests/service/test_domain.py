@@ -7,6 +7,7 @@ domain_stats, 0.00% for the shipped model).
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -101,3 +102,36 @@ def test_codes_sent_alone_are_scored_by_the_appearance_code(client):
     form = {"appearance": json.dumps([50.0] * len(codes["appearance"]["mean"]))}
     answer = client.post("/generate?n=1&seed=0", data=form)
     assert answer.status_code == 200 and answer.headers["x-vdis-domain"] == "out"
+
+
+def test_the_code_only_check_skips_the_reconstruction_and_still_flags_footage():
+    with TestClient(create_app(make_settings(SHIPPED_MODEL, DOMAIN_CHECK="code"))) as fast:
+        photo = fast.post("/swap?format=json", files={
+            "appearance": _upload(photo_pan("grass"), "grass.mp4"),
+            "motion": _upload(sprite_clip(5, 0), "sprite.mp4")})
+        domain = photo.json()["domain"]
+        assert domain["inputs"]["appearance"] == {"verdict": "out", "score": pytest.approx(
+            domain["inputs"]["appearance"]["score"]), "basis": "appearance code"}
+        assert domain["inputs"]["motion"]["verdict"] == "in"
+    # no one-frame decoder rows: the swap's own decoder call is the only one
+    from service.engine.manifest import load_manifest
+    from service.engine.ops import Operations
+    from service.engine.runner import OnnxRunner
+
+    manifest = load_manifest(SHIPPED_MODEL)
+    runner, calls = OnnxRunner(manifest, ["CPUExecutionProvider"], 1), []
+
+    async def submit(graph, inputs):
+        calls.append((graph, inputs[next(iter(inputs))].shape))
+        return runner.run(graph, inputs)
+
+    clip = sprite_clip(5, 0)
+    for reconstruct, decoder_calls in ((True, 2), (False, 1)):
+        calls.clear()
+        result = asyncio.run(Operations(manifest, submit, reconstruct).swap(clip, clip))
+        assert [g for g, _ in calls].count("decoder") == decoder_calls
+        assert (result.reconstruction_error is None) == (not reconstruct)
+        assert result.appearance.shape == (2, manifest.appearance_dim)
+    sprite = {"video": _upload(sprite_clip(300, 4))}
+    with TestClient(create_app(make_settings(SHIPPED_MODEL, DOMAIN_CHECK="code"))) as fast:
+        assert fast.post("/encode", files=sprite).headers["x-vdis-domain"] == "in"
