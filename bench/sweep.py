@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def parse_config(text: str) -> tuple[str, dict[str, str]]:
     """'name:KEY=VALUE,KEY=VALUE' (or 'name:' for the defaults) -> (name, env)."""
     name, _, assignments = text.partition(":")
     env = {}
-    for item in filter(None, assignments.split(",")):
+    for item in filter(None, re.split(r",(?=[A-Z][A-Z0-9_]*=)", assignments)):  # 1,16 stays
         key, sep, value = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")

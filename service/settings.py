@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # at once; EXHAUSTIVE (onnxruntime's default) benchmarks on each new input shape
     CUDNN_CONV_ALGO_SEARCH: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
     # batch sizes run once per graph at startup (T = the model's seq_len), comma-separated;
-    # empty: 1 and MAX_BATCH on CUDA, none on CPU; "none": no warm-up
+    # empty: 1 and MAX_BATCH on CUDA, MAX_BATCH on CPU; "none": no warm-up
     WARMUP_BATCHES: str = ""
     # How the cores are used on CPU: one onnxruntime call per core side by side, one thread each
     # (both 0, the default: on 2 cores 30% more /swap and /encode throughput than one call on
@@ -65,7 +65,8 @@ class Settings(BaseSettings):
 
     # The engine
     REDIS_URL: str = ""  # empty: the in-process engine
-    MAX_BATCH: int = Field(16, ge=1)  # rows merged into one onnxruntime call
+    # rows merged into one onnxruntime call; 0: 4 on CPU, 16 on CUDA (service.engine.local)
+    MAX_BATCH: int = Field(0, ge=0)
     # how long a request waits for others to join its batch while the model is idle; 0: it
     # runs at once, and whatever arrives during a run joins the next batch. On CPU a bigger
     # batch is barely cheaper per row, so waiting only adds latency (docs/benchmarks.md);

@@ -97,7 +97,9 @@ class OnnxRunner:
     """Owns the encoder, decoder and prior sessions of one exported model.
 
     `warmup_batches`: the batch sizes run once per graph at startup (at T = the manifest's
-    seq_len); None: 1 and `max_batch` on CUDA, none on CPU (nothing is tuned per shape there).
+    seq_len); None: 1 and `max_batch` on CUDA (cuDNN picks its algorithms per shape), and
+    `max_batch` on CPU (onnxruntime's memory then starts at the size the largest batch needs,
+    rather than growing under load: RSS +0.9% from 200 to 2000 /swaps, docs/benchmarks.md).
     `session_factory` stands in for onnxruntime.InferenceSession in tests.
     """
 
@@ -141,8 +143,8 @@ class OnnxRunner:
         self.conv_algo_search = conv_algo_search if self.on_cuda else None
         self.precisions = {name: "float32" if manifest.precision == "auto" else manifest.precision
                            for name in self.sessions}
-        if warmup_batches is None:
-            warmup_batches = sorted({1, max_batch}) if self.on_cuda else ()
+        if warmup_batches is None:  # on CPU the largest batch: its memory is taken at start
+            warmup_batches = sorted({1, max_batch}) if self.on_cuda else (max_batch,)
         self.warmup_batches = tuple(warmup_batches)
         if self.on_cuda and manifest.precision == "auto":
             self._adopt_float16()

@@ -153,6 +153,9 @@ def test_parallelism_on_cpu_is_one_call_per_core_unless_set(model_dir):
         return settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
 
     assert resolved() == (4, 1)  # one call per core side by side, one thread each
+    batch = resolve_parallelism(Settings(MODEL_DIR=model_dir), 4).MAX_BATCH
+    assert batch == 4 and resolve_parallelism(Settings(MODEL_DIR=model_dir, MAX_BATCH=9)
+                                              ).MAX_BATCH == 9
     assert resolved(cores=1) == (1, 1)
     assert resolved(MAX_CONCURRENT_RUNS=4) == (4, 1)  # side by side, one thread each
     assert resolved(MAX_CONCURRENT_RUNS=2) == (2, 2)
