@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     table = ["| model | clips, uploaded as H.264 MP4 | flagged out | score range |",
              "|---|---|---:|---|", *rows]
     (args.out / "table.md").write_text("\n".join(table) + "\n")
-    (args.out / "scores.json").write_text(json.dumps(results))
+    rounded = {model: {group: [round(x, 4) for x in s] for group, s in groups.items()}
+               for model, groups in results.items()}
+    (args.out / "scores.json").write_text(json.dumps(rounded))
     plot(results, args.out / "scores.png")
     print(f"wrote {args.out}/table.md, scores.json, scores.png")
 
