@@ -135,3 +135,10 @@ def test_the_code_only_check_skips_the_reconstruction_and_still_flags_footage():
     sprite = {"video": _upload(sprite_clip(300, 4))}
     with TestClient(create_app(make_settings(SHIPPED_MODEL, DOMAIN_CHECK="code"))) as fast:
         assert fast.post("/encode", files=sprite).headers["x-vdis-domain"] == "in"
+
+
+def test_models_says_how_uploads_are_scored(client):
+    listed = {m["name"]: m for m in client.get("/models").json()["models"]}
+    check = listed["sprites-dsvae"]["domain_check"]
+    assert min(check["limits"].values()) > 0
+    assert check["test_flagged"]["clips"] == 2664 and check["test_flagged"]["flagged"] <= 0.01

@@ -30,7 +30,19 @@ def summary(engine: Engine, name: str) -> dict:
         "metrics": doc.metrics.get("summary", doc.metrics),
         "samples": [{"url": f"/models/{name}/samples/{s.file}", "label": s.label}
                     for s in engine.catalogue.samples(name)],
+        "domain_check": domain_check(doc.domain_stats),
     }
+
+
+def domain_check(stats) -> dict | None:
+    """How uploads are scored against the training data (service/engine/domain.py), in brief:
+    None when the model has no domain statistics (its answers say X-Vdis-Domain: unknown)."""
+    if stats is None:
+        return None
+    return {"calibrated_on": stats.source,
+            "limits": {"reconstruction_error": stats.reconstruction.limit,
+                       "appearance_distance": stats.appearance.limit},
+            "test_flagged": None if stats.test is None else stats.test.model_dump()}
 
 
 @router.get("/models", summary="The models served here and what each is for")
