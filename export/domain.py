@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from model.vae import SequentialVAE
-from service.engine.domain import CodeScore, DomainStats, ErrorScore, FlaggedShare, Quantiles
+from service.engine.domain import (
+    CodeScore,
+    DomainStats,
+    ErrorScore,
+    FlaggedShare,
+    Quantiles,
+    mahalanobis,
+)
 
 CALIBRATION_CLIPS = 2000
 # limit = FACTOR x the 99.9% quantile of the training clips' scores: with 1.0, about 1 in 1000
@@ -85,11 +92,6 @@ def _quantiles(x: np.ndarray) -> Quantiles:
     return Quantiles(q50=q[0], q99=q[1], q999=q[2], max=q[3])
 
 
-def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    d = codes - mean
-    return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", d, precision, d), 0))
-
-
 def training_clips(dataset: str):
     """(clips (N, T, S, S, C) uint8 of the training data, its description); ValueError when the
     data set cannot be read here."""
@@ -131,7 +133,7 @@ def domain_stats(model: SequentialVAE, dataset: str, clips: int = CALIBRATION_CL
     shrink = SHRINK + len(cov) / len(codes)
     cov = cov + shrink * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))
     precision = np.linalg.inv(cov)
-    distances = _mahalanobis(codes, mean, precision)
+    distances = mahalanobis(codes, mean, precision)
     error_q, code_q = _quantiles(errors), _quantiles(distances)
     error_limit, code_limit = ERROR_FACTOR * error_q.q999, CODE_FACTOR * code_q.q999
     error_test = code_test = both_test = None
@@ -144,14 +146,14 @@ def domain_stats(model: SequentialVAE, dataset: str, clips: int = CALIBRATION_CL
                                                   desc="  test clips")
         raw_errors, raw_codes = clip_statistics(model, test_videos, desc="  test clips, lossless")
         error_over = test_errors > error_limit
-        code_over = _mahalanobis(test_codes, mean, precision) > code_limit
+        code_over = mahalanobis(test_codes, mean, precision) > code_limit
         raw_over = ((raw_errors > error_limit)
-                    | (_mahalanobis(raw_codes, mean, precision) > code_limit))
-        source, n = f"{test_source}, as MP4 uploads", len(test_videos)
-        error_test = FlaggedShare(source=source, clips=n, flagged=float(error_over.mean()),
+                    | (mahalanobis(raw_codes, mean, precision) > code_limit))
+        uploaded, n = f"{test_source}, as MP4 uploads", len(test_videos)
+        error_test = FlaggedShare(source=uploaded, clips=n, flagged=float(error_over.mean()),
                                   lossless_flagged=float((raw_errors > error_limit).mean()))
-        code_test = FlaggedShare(source=source, clips=n, flagged=float(code_over.mean()))
-        both_test = FlaggedShare(source=source, clips=n,
+        code_test = FlaggedShare(source=uploaded, clips=n, flagged=float(code_over.mean()))
+        both_test = FlaggedShare(source=uploaded, clips=n,
                                  flagged=float((error_over | code_over).mean()),
                                  lossless_flagged=float(raw_over.mean()))
     return DomainStats(

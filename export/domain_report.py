@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.domain import TEST_CLIPS, as_uploaded
+from export.domain import as_uploaded, test_clips
 from export.footage import moving_squares, photo_pans
 from service.engine.domain import upload_verdicts
 from service.engine.manifest import load_manifest
@@ -30,31 +30,27 @@ from service.engine.ops import Operations
 from service.engine.runner import OnnxRunner
 
 
-def benchmark_clips(dataset: str) -> np.ndarray:
-    if dataset == "sprites":
-        from model.data import sprites
-
-        return np.asarray(sprites.load("test", progress=False).videos)
-    from model.data import moving_mnist
-
-    return moving_mnist.load("test", n=TEST_CLIPS, progress=False).videos
-
-
-def scores(folder: Path, clips: np.ndarray) -> np.ndarray:
-    """The service's domain scores (its verdict's ratio) of clips uploaded to this model."""
+def scorer(folder: Path):
+    """clips -> the service's domain scores (its verdicts' ratios) of them uploaded to the model
+    in `folder`, through one onnxruntime runner."""
     manifest = load_manifest(folder)
     runner = OnnxRunner(manifest, ["CPUExecutionProvider"], 2)
 
     async def submit(graph, inputs):
         return runner.run(graph, inputs)
 
-    ops, out = Operations(manifest, submit), []
-    for i in range(0, len(clips), 64):
-        codes = asyncio.run(ops.encode(clips[i:i + 64]))
-        out += [v.score for v in upload_verdicts(manifest.doc.domain_stats,
-                                                 codes.reconstruction_error,
-                                                 codes.appearance_mean)]
-    return np.asarray(out)
+    ops = Operations(manifest, submit)
+
+    def scores(clips: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(clips), 64):
+            codes = asyncio.run(ops.encode(clips[i:i + 64]))
+            out += [v.score for v in upload_verdicts(manifest.doc.domain_stats,
+                                                     codes.reconstruction_error,
+                                                     codes.appearance_mean)]
+        return np.asarray(out)
+
+    return scores
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     groups_all = {"natural footage (pans over 9 photographs, 27 clips)": photo_pans(),
                   "moving squares (30 clips)": moving_squares()}
     for dataset in ("sprites", "mmnist"):
-        groups_all[f"{dataset} test split ({TEST_CLIPS} clips)"] = benchmark_clips(dataset)
+        clips, _ = test_clips(dataset)
+        groups_all[f"{dataset} test split ({len(clips)} clips)"] = np.asarray(clips)
     uploaded = {name: as_uploaded(clips) for name, clips in groups_all.items()}
     rows, results = [], {}
     for folder in args.models:
@@ -76,8 +73,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         dataset = manifest.doc.training.get("dataset", "")
         results[manifest.name] = {}
+        scores = scorer(folder)
         for group, clips in uploaded.items():
-            s = scores(folder, clips)
+            s = scores(clips)
             own = group.startswith(f"{dataset} test")
             results[manifest.name][group] = s.tolist()
             rows.append(f"| {manifest.name} | {group}{' (its own)' if own else ''} | "

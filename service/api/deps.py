@@ -99,12 +99,16 @@ def frame_count(requested: int | None, manifest: Manifest, settings: Settings) -
     return frames
 
 
+def upload_label(field: str, upload: UploadFile) -> str:
+    """How an answer names one uploaded file: its form field, and its file name if it has one."""
+    return f"`{field}` ({upload.filename})" if upload.filename else f"`{field}`"
+
+
 def upload_problem(slug: str, upload: UploadFile, field: str, what: str) -> Problem:
     """A problem with one uploaded file: its form field and file name lead the detail and are
     extension members (`field`, `filename`), so a caller of /swap knows which file to fix."""
-    filename = upload.filename or ""
-    label = f"`{field}` ({filename})" if filename else f"`{field}`"
-    return Problem(slug, f"{label} {what}", field=field, filename=filename)
+    return Problem(slug, f"{upload_label(field, upload)} {what}", field=field,
+                   filename=upload.filename or "")
 
 
 async def read_upload(upload: UploadFile, settings: Settings, field: str) -> bytes:

@@ -17,6 +17,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Query, UploadFile
 
+from service.api.deps import upload_label
 from service.api.problems import Problem
 from service.engine.domain import Verdict, code_verdicts, upload_verdicts
 from service.engine.manifest import Manifest
@@ -95,18 +96,13 @@ class DomainReport:
                           score=round(v.score, 6), basis=v.basis)
 
 
-def upload_label(field: str, upload: UploadFile) -> str:
-    return f"`{field}` ({upload.filename})" if upload.filename else f"`{field}`"
-
-
 def judge_uploads(manifest: Manifest, uploads: list[tuple[str, UploadFile]],
                   errors: np.ndarray | None, appearance: np.ndarray | None) -> DomainReport:
     """uploads[i]: (form field, file) of upload i; errors, appearance: their reconstruction
     errors (B,) (None with VDIS_DOMAIN_CHECK=code) and appearance codes (B, F)
     (service.engine.ops); no verdict when the model has no domain statistics."""
-    stats = manifest.doc.domain_stats if appearance is not None else None
-    verdicts = upload_verdicts(stats, errors, appearance if appearance is not None
-                               else np.zeros((len(uploads), manifest.appearance_dim)))
+    verdicts = ([None] * len(uploads) if appearance is None else
+                upload_verdicts(manifest.doc.domain_stats, errors, appearance))
     return DomainReport(manifest, [(field, upload_label(field, upload), v)
                                    for (field, upload), v in zip(uploads, verdicts, strict=True)])
 

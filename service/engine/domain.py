@@ -59,7 +59,7 @@ class CodeScore(_Strict):
 class DomainStats(_Strict):
     """What export measured on `clips` clips of the training data (`source`)."""
 
-    source: str  # e.g. "sprites training split, 2000 of 9000 clips"
+    source: str  # e.g. "sprites training data, 2000 of 9000 clips, each as it is and ..."
     clips: int
     reconstruction: ErrorScore
     appearance: CodeScore
@@ -101,11 +101,17 @@ def upload_verdicts(stats: DomainStats | None, errors: np.ndarray | None,
             for e, c in zip(np.asarray(errors, np.float64), codes, strict=True)]
 
 
+def mahalanobis(codes: np.ndarray, mean, precision) -> np.ndarray:
+    """codes (B, F) -> (B,) Mahalanobis distances from a Gaussian fit (mean (F,), precision
+    (F, F)), in float64."""
+    d = np.asarray(codes, np.float64) - np.asarray(mean, np.float64)
+    return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", d, np.asarray(precision), d), 0))
+
+
 def code_verdicts(stats: DomainStats | None, appearance: np.ndarray) -> list[Verdict | None]:
     """appearance: (B, F) codes -> one verdict each, from their Mahalanobis distance."""
     if stats is None:
         return [None] * len(appearance)
     a = stats.appearance
-    d = np.asarray(appearance, np.float64) - np.asarray(a.mean)  # (B, F)
-    distance = np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", d, np.asarray(a.precision), d), 0))
-    return [Verdict(float(x) / a.limit, "appearance code") for x in distance]
+    return [Verdict(float(x) / a.limit, "appearance code")
+            for x in mahalanobis(appearance, a.mean, a.precision)]

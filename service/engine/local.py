@@ -50,8 +50,8 @@ def resolve_parallelism(settings: Settings, cores: int | None = None) -> Setting
     for): one call at a time unless set; threads stay 0 (onnxruntime's default).
 
     Measured on 2 cores (docs/benchmarks.md): two 1-thread calls side by side gave /swap at
-    concurrency 32 56 req/s against 43 for one 2-thread call, and /encode the same; the RSS grew
-    6.7% from 200 to 2000 /swaps, within the 10% the leak check allows.
+    concurrency 32 56 req/s against 43 for one 2-thread call; with batches of CPU_MAX_BATCH
+    warmed up at start the RSS grew 2.4% from 200 to 2000 /swaps.
     """
     runs, threads = settings.MAX_CONCURRENT_RUNS, settings.INTRA_OP_THREADS
     on_cuda = CUDA in choose_providers(settings.PROVIDERS, settings.REQUIRE_GPU)

@@ -159,22 +159,24 @@ class Operations:
         reconstruction error where the model has domain statistics."""
         clips = check_clips(self.manifest, clips)
         codes = await self._codes(clips)
-        codes.reconstruction_error = await self._errors(clips, codes)
+        codes.reconstruction_error = await self._errors(clips, codes.appearance_mean,
+                                                        codes.motion_mean)
         return codes
 
     async def _codes(self, clips: np.ndarray) -> Codes:
         out = await self.submit("encoder", {"video": clips})
         return Codes(*(out[name] for name in CODE_NAMES))
 
-    async def _errors(self, clips: np.ndarray, codes: Codes) -> np.ndarray | None:
-        """(B,) frame 0 of each clip decoded back from its codes, against the clip's own
-        (service.engine.domain); None without domain statistics or with VDIS_DOMAIN_CHECK=code.
-        One decoder row of one frame
-        per clip: these rows are batched with other requests' as any decoder call is."""
+    async def _errors(self, clips: np.ndarray, appearance: np.ndarray,
+                      motion: np.ndarray) -> np.ndarray | None:
+        """(B,) frame 0 of each clip decoded back from its codes (appearance (B, F), motion
+        (B, T, Z)), against the clip's own (service.engine.domain); None without domain
+        statistics or with VDIS_DOMAIN_CHECK=code. One decoder row of one frame per clip: these
+        rows are batched with other requests' as any decoder call is."""
         if not self.reconstruct:
             return None
-        frame = await self.submit("decoder", {"appearance": codes.appearance_mean,
-                                              "motion": codes.motion_mean[:, :1]})
+        frame = await self.submit("decoder", {"appearance": appearance,
+                                              "motion": motion[:, :1]})
         return reconstruction_error(clips, frame["video"])
 
     async def decode(self, appearance: np.ndarray, motion: np.ndarray) -> np.ndarray:
@@ -196,11 +198,12 @@ class Operations:
         if both:
             f.append(codes_m.appearance_mean)
             z.append(codes_a.motion_mean)
-        both_codes = Codes(*(np.concatenate([getattr(codes_a, n), getattr(codes_m, n)])
-                             for n in CODE_NAMES))  # (2, ...): A then M
-        videos, errors = await asyncio.gather(self.decode(np.concatenate(f), np.concatenate(z)),
-                                              self._errors(np.concatenate([a, m]), both_codes))
-        return Result(videos, errors, both_codes.appearance_mean)
+        uploads = np.concatenate([codes_a.appearance_mean, codes_m.appearance_mean])  # (2, F)
+        videos, errors = await asyncio.gather(
+            self.decode(np.concatenate(f), np.concatenate(z)),
+            self._errors(np.concatenate([a, m]), uploads,
+                         np.concatenate([codes_a.motion_mean, codes_m.motion_mean])))
+        return Result(videos, errors, uploads)
 
     async def generate(self, params: GenerateParams, clip: np.ndarray | None = None,
                        appearance: np.ndarray | None = None) -> Result:
@@ -231,7 +234,8 @@ class Operations:
 
         if codes is None:
             return Result(await videos(), None)
-        made, errors = await asyncio.gather(videos(), self._errors(given["clip"], codes))
+        made, errors = await asyncio.gather(videos(), self._errors(
+            given["clip"], codes.appearance_mean, codes.motion_mean))
         return Result(made, errors, codes.appearance_mean)
 
     # -- the job form -----------------------------------------------------------------------

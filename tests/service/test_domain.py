@@ -34,6 +34,7 @@ def _upload(video: np.ndarray, name: str = "clip.mp4") -> tuple:
 
 def test_the_shipped_model_reports_its_domain_statistics():
     stats = json.loads((SHIPPED_MODEL / "manifest.json").read_text())["domain_stats"]
+    assert stats["source"].startswith("sprites training data, 2000 of 9000 clips")
     test = stats["reconstruction"]["test"]
     assert test["clips"] == 2664 and test["flagged"] <= 0.01
 
