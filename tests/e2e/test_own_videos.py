@@ -35,6 +35,8 @@ TINY = ("--epochs 1 --batch-size 4 --width 8 --hidden 32 --appearance-dim 8 --mo
         "--threads 1 --no-bf16")
 # the user's folder: 16 frames each, so two 8-frame clips per video, in two containers
 VIDEOS = {"clip.mp4": 0, "square-2.mp4": 1, "square-3.webm": 2}
+# what the README's first line copies into it
+SAMPLES = sorted(p.name for p in (REPO / "service" / "static" / "samples").glob("*.mp4"))
 
 
 def readme_commands() -> dict[str, str]:
@@ -45,7 +47,7 @@ def readme_commands() -> dict[str, str]:
     assert block, "no bash block in the README's 'Your own videos'"
     lines = block.group(1).splitlines()
     commands = {" ".join(line.split()[:2]): line for line in lines}
-    assert len(commands) == len(lines) == 4, lines
+    assert len(commands) == len(lines) == 5, lines
     return commands
 
 
@@ -65,14 +67,16 @@ def user(tmp_path_factory) -> Path:
     """A folder standing for the repository root after the README's train and export lines:
     my-videos/ (made here), runs/mine/, and models/ holding the shipped model and mine."""
     root = tmp_path_factory.mktemp("user")
+    (root / "service").symlink_to(REPO / "service")  # as from the repository root
+    commands = readme_commands()
+    ok(run(commands["mkdir -p"], root, {}))  # the shipped samples, one 8-frame clip each
     videos = root / "my-videos"
-    videos.mkdir()
+    assert sorted(p.name for p in videos.iterdir()) == SAMPLES
     for name, seed in VIDEOS.items():
         fmt = name.rsplit(".", 1)[1]
         (videos / name).write_bytes(encode(moving_square(16, seed=seed), fmt))
     (root / "models").mkdir()
     (root / "models" / "sprites").symlink_to(REPO / "models" / "sprites")  # the shipped one
-    commands = readme_commands()
     train, export = commands["vdis train"], commands["vdis export"]
     assert BUDGET in train, f"the test swaps the README's budget {BUDGET!r} for a tiny one"
     result = ok(run(f"{train.replace(BUDGET, TINY)}\n{export}", root,
@@ -92,7 +96,8 @@ def test_the_readme_commands_serve_a_model_of_your_own_videos(user):
     assert manifest["name"] == "mine"  # the folder's name: no --name needed
     assert manifest["training"]["dataset"] == f"folder:{(user / 'my-videos').resolve()}"
     stats = manifest["domain_stats"]
-    assert stats["clips"] == 2 * len(VIDEOS) and stats["reconstruction"]["limit"] > 0
+    assert stats["clips"] == 2 * len(VIDEOS) + len(SAMPLES)
+    assert stats["reconstruction"]["limit"] > 0
 
     # `vdis serve` from the repository root serves its models/: here the test's models root
     env = {"VDIS_MODEL_DIR": "", "VDIS_MODELS_DIR": str(models)}
@@ -167,7 +172,8 @@ def test_training_reads_the_folder_memory_mapped(user, monkeypatch):
 
     monkeypatch.setenv("VDIS_CACHE", str(user / "cache"))
     data = load_training_data(f"folder:{user / 'my-videos'}")
-    assert isinstance(data.videos, np.memmap) and data.videos.shape == (6, 8, 64, 64, 3)
-    assert data.flow is not None and data.flow.shape == (6, 8)
+    n = 2 * len(VIDEOS) + len(SAMPLES)  # two clips per test video, one per sample
+    assert isinstance(data.videos, np.memmap) and data.videos.shape == (n, 8, 64, 64, 3)
+    assert data.flow is not None and data.flow.shape == (n, 8)
     key = folder.folder_key(user / "my-videos")
-    assert (user / "cache" / f"flow-folder-{key}-6.npy").is_file()  # written by vdis train
+    assert (user / "cache" / f"flow-folder-{key}-{n}.npy").is_file()  # written by vdis train
