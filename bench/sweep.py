@@ -75,13 +75,9 @@ class Stack:
             worker.wait(30)
 
 
-def serve(env: dict[str, str], model_dir: Path, log: Path) -> Stack:
-    return Stack(env, model_dir, log)
-
-
 def leak(env: dict[str, str], model_dir: Path, body: Path, first: int, total: int,
          concurrency: int, folder: Path) -> dict:
-    server = serve(env, model_dir, folder / "leak.log")
+    server = Stack(env, model_dir, folder / "leak.log")
     try:
         url = server.server.url + ENDPOINTS["swap"][0]
         ab(url, body, concurrency, first, folder)
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         bodies = body_files(folder)
         for round_ in range(args.rounds):
             for name, env in args.config:
-                server = serve(env, args.model_dir, folder / f"{name}.log")
+                server = Stack(env, args.model_dir, folder / f"{name}.log")
                 try:
                     for endpoint in args.endpoints:
                         url = server.server.url + ENDPOINTS[endpoint][0]
