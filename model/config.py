@@ -30,6 +30,10 @@ class ModelConfig:
     decoder_film: bool = True  # f also scales and shifts the decoder's channels (FiLM)
     # K > 0: each pixel is a soft choice among K colours that f sets (a palette); 0: plain RGB
     decoder_palette: int = 16
+    # C > 0: each palette entry is a choice among the C exact colours of the training data (a
+    # table kept in the weights, `Decoder.colour_table`), scored by their likelihood; pixel art
+    # is then drawn in its own colours. 0: entries are free RGB colours
+    decoder_colours: int = 0
     # what the motion encoder sees: "silhouette" (a colour-free soft foreground map, for clips
     # on a plain dark background such as Sprites) or "rgb" (the frames as they are)
     motion_view: str = "silhouette"
@@ -94,6 +98,9 @@ class TrainConfig:
     max_minutes: float = 100.0  # 0: no time budget
     colour_augment: bool = True  # the motion encoder sees randomly recoloured clips
     recolour_targets: float = 0.0  # share of clips whose target and f input are recoloured
+    # the palette entries choose among the training data's exact colours (ModelConfig's
+    # decoder_colours, set from the data), and the reconstruction term is their likelihood
+    exact_colours: bool = False
     bf16: bool = True  # CPU autocast to bfloat16 where the CPU has AMX/AVX512-BF16
     seed: int = 0
     threads: int = 0  # 0: torch's default

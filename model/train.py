@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--kl-warmup-steps", type=int, default=LossConfig().kl_warmup_steps)
     p.add_argument("--prior-warmup-steps", type=int, default=LossConfig().prior_warmup_steps,
                    help="the prior terms ramp in over these steps after the KL ramp (0: with it)")
+    p.add_argument("--exact-colours", action="store_true",
+                   help="palette entries choose among the training data's exact colours, "
+                        "scored by their likelihood (pixel art)")
     p.add_argument("--no-colour-augment", action="store_true")
     p.add_argument("--recolour-targets", type=float, default=TrainConfig().recolour_targets,
                    help="share of clips whose target (and f input) is recoloured too")
@@ -123,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     cfg = TrainConfig(
         dataset=canonical(a.dataset), model=model, loss=loss, batch_size=a.batch_size, lr=a.lr,
         epochs=a.epochs, max_minutes=a.max_minutes, colour_augment=not a.no_colour_augment,
-        recolour_targets=a.recolour_targets,
+        recolour_targets=a.recolour_targets, exact_colours=a.exact_colours,
         bf16=not a.no_bf16, seed=a.seed, threads=a.threads, subset=a.subset, out=a.out,
         init_from=a.init_from, recipe=recipe)
     return cfg, a.resume
@@ -185,9 +188,12 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
     lc = cfg.loss
     out = model(video, motion_input)
     frames = out["recon_frames"]
+    if out["recon_nll"] is not None:  # exact colours: -log p(x | z, f), nats per clip
+        recon = out["recon_nll"].flatten(1).sum(-1).mean()
+    else:  # RGB output: sum of squared errors per clip
+        recon = losses.reconstruction(out["recon"].float(), video[:, frames])
     terms = {
-        "recon": losses.reconstruction(out["recon"].float(), video[:, frames])
-        * (video.shape[1] / len(frames)),
+        "recon": recon * (video.shape[1] / len(frames)),
         "kl_f": losses.kl_standard_normal(out["f_mean"].float(), out["f_logvar"].float()),
         "kl_z": losses.kl_gaussians(out["z_mean"].float(), out["z_logvar"].float(),
                                     out["prior_mean"].float(), out["prior_logvar"].float()),
@@ -209,7 +215,7 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         terms["cycle"] = losses.swap_cycle(f_of_swap.float(), f_a, f_a.roll(1, 0),
                                            lc.triplet_margin)
         total = total + lc.swap_cycle * terms["cycle"]
-    if lc.palette_spread > 0:
+    if lc.palette_spread > 0 and out["palette_spread"] is not None:
         terms["spread"] = out["palette_spread"].float().flatten(1).sum(-1).mean() * (
             video.shape[1] / len(frames))
         total = total + lc.palette_spread * terms["spread"]
@@ -232,6 +238,25 @@ def compute_losses(model: SequentialVAE, video: torch.Tensor, motion_input: torc
         total = total + lc.mutual_information * terms["mi"]
     terms["loss"] = total
     return terms
+
+
+MAX_EXACT_COLOURS = 1024
+
+
+def exact_colour_table(videos: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Every colour that occurs in the clips (N, T, H, W, 3) uint8, as (C, 3) floats in [0, 1]
+    sorted by their 24-bit value (what vae.Decoder.colour_index looks up)."""
+    seen = np.zeros(1 << 24, bool)
+    for i in range(0, len(videos), chunk):
+        rgb = np.asarray(videos[i:i + chunk], np.int32)
+        seen[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]] = True
+    keys = np.flatnonzero(seen)
+    if len(keys) > MAX_EXACT_COLOURS:
+        raise SystemExit(f"--exact-colours: the training data has {len(keys)} distinct colours, "
+                         f"more than {MAX_EXACT_COLOURS}; it is for pixel art with a few "
+                         "dozen, so leave it off for these clips")
+    rgb = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], 1)
+    return (rgb / 255).astype(np.float32)
 
 
 def to_tensor(clips: np.ndarray) -> torch.Tensor:
@@ -272,7 +297,14 @@ def main(argv: list[str] | None = None) -> Path:
             widen_palette(model, cfg.model.decoder_palette, seed=cfg.seed)
             model.to(device)
     else:
+        table = None
+        if cfg.exact_colours:
+            table = exact_colour_table(data.videos)
+            cfg.model.decoder_colours = len(table)
+            print(f"exact colours: {len(table)} in the training data")
         model = SequentialVAE(cfg.model).to(device)
+        if table is not None:
+            model.decoder.colour_table.copy_(torch.from_numpy(table))
     # a fine-tune starts from trained codes: the KL terms weigh fully from its first step
     kl_warmup = 0 if cfg.init_from else cfg.loss.kl_warmup_steps
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

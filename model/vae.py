@@ -218,6 +218,7 @@ class Decoder(nn.Module):
             nn.Linear(cfg.hidden, 8 * w * 4 * 4), nn.LeakyReLU(0.2),
         )
         self.film = self.palette = None
+        self.colour_table: torch.Tensor | None = None  # a buffer with exact colours (below)
         if not cfg.decoder_film:  # the layout of checkpoints from before FiLM (no palette)
             self.convs = nn.Sequential(
                 _up(8 * w, 4 * w), _up(4 * w, 2 * w), _up(2 * w, w),
@@ -232,7 +233,17 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.film.weight)  # starts as the plain decoder
         nn.init.zeros_(self.film.bias)
         self.act = nn.LeakyReLU(0.2)
-        if cfg.decoder_palette:
+        if cfg.decoder_palette and cfg.decoder_colours:
+            k, c = cfg.decoder_palette, cfg.decoder_colours
+            self.out = nn.ConvTranspose2d(w, k, 4, 2, 1)  # logits of the K entries per pixel
+            self.palette = nn.Sequential(  # per entry, logits over the C exact colours
+                nn.Linear(cfg.appearance_dim, cfg.hidden), nn.LeakyReLU(0.2),
+                nn.Linear(cfg.hidden, k * c),
+            )
+            # the training data's colours in [0, 1], sorted by their 24-bit value (colour_index)
+            del self.colour_table
+            self.register_buffer("colour_table", torch.zeros(c, cfg.channels))
+        elif cfg.decoder_palette:
             k = cfg.decoder_palette
             self.out = nn.ConvTranspose2d(w, k, 4, 2, 1)  # logits of the K colours per pixel
             self.palette = nn.Sequential(
@@ -241,6 +252,75 @@ class Decoder(nn.Module):
             )
         else:
             self.out = nn.Sequential(nn.ConvTranspose2d(w, cfg.channels, 4, 2, 1), nn.Sigmoid())
+
+    def colour_index(self, video: torch.Tensor) -> torch.Tensor:
+        """Each pixel's entry in `colour_table`: video (..., 3, H, W) in [0, 1] -> (..., H, W).
+
+        A colour that is not in the table gets a neighbouring entry's index; the table holds
+        every colour of the training data, so training targets are always found.
+        """
+        def key(rgb: torch.Tensor) -> torch.Tensor:  # (..., 3) levels -> 24-bit value
+            return (rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2])
+        table = key((self.colour_table * 255).round().long())
+        pixels = key((video.movedim(-3, -1) * 255).round().long())
+        return torch.searchsorted(table, pixels.contiguous()).clamp_max(len(table) - 1)
+
+    def exact_colour_nll(self, f: torch.Tensor, z: torch.Tensor,
+                         target: torch.Tensor) -> torch.Tensor:
+        """-log p(x_t | z_t, f) per pixel, (B, T, H, W) nats, for the exact-colour decoder.
+
+        A pixel picks entry k with probability p_k (the per-pixel logits) and entry k draws
+        colour c with probability q_k(c) (from f alone): p(colour) = sum_k p_k q_k(colour).
+        target (B, T, 3, H, W) in [0, 1], frames of the clip in z's order.
+        """
+        logits, per_frame = self._entry_logits(f, z)  # (B*T, K, H, W)
+        log_p = F.log_softmax(logits.float(), 1).flatten(2)  # (B*T, K, H*W)
+        log_q = F.log_softmax(self._colour_logits(f, per_frame).float(), -1)  # (B*T, K, C)
+        index = self.colour_index(target.flatten(0, 1)).flatten(1)  # (B*T, H*W)
+        picked = torch.gather(log_q, 2, index.unsqueeze(1).expand(-1, log_q.shape[1], -1))
+        nll = -torch.logsumexp(log_p + picked, 1)  # (B*T, H*W)
+        return nll.unflatten(1, logits.shape[2:]).unflatten(0, z.shape[:2])
+
+    def _colour_logits(self, f: torch.Tensor, per_frame: torch.Tensor) -> torch.Tensor:
+        """(B*T, K, C): each entry's logits over the exact colours, from f alone."""
+        c = self.colour_table.shape[0]
+        return (self.palette(f).unsqueeze(1) * per_frame).flatten(0, 1).unflatten(1, (-1, c))
+
+    def _entry_logits(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk of a FiLM decoder: (B*T, K, 64, 64) output logits, and the (B, T, 1)
+        broadcast of per-clip tensors over frames."""
+        per_frame = torch.ones_like(z[..., :1])  # (B, T, 1): broadcasts f over frames
+        f_seq = f.unsqueeze(1) * per_frame  # (B, T, F)
+        fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
+        h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
+        film = (self.film(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, 2 * channels)
+        start = 0
+        for up in self.ups:
+            h = up(h)
+            c = h.shape[1]
+            scale = film[:, start:start + c, None, None]
+            shift = film[:, start + c:start + 2 * c, None, None]
+            h = self.act(h * (1 + scale) + shift)
+            start += 2 * c
+        return self.out(h), per_frame
+
+    def _exact_colour_frames(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) frames of the exact-colour decoder.
+
+        In eval mode each pixel shows the most likely colour of its most likely entry, one of
+        the table's exact colours; in training, the expected colour (differentiable).
+        """
+        logits, per_frame = self._entry_logits(f, z)  # (B*T, K, H, W)
+        colour_logits = self._colour_logits(f, per_frame)  # (B*T, K, C)
+        if self.training:
+            entry_colours = colour_logits.softmax(-1) @ self.colour_table  # (B*T, K, 3)
+            weights = softmax_over_channels(logits).flatten(2)  # (B*T, K, H*W)
+            frames = torch.matmul(entry_colours.transpose(1, 2), weights)  # (B*T, 3, H*W)
+        else:
+            entry = logits.argmax(1).flatten(1)  # (B*T, H*W): each pixel's entry
+            colour = torch.gather(colour_logits.argmax(-1), 1, entry)  # (B*T, H*W): its colour
+            frames = self.colour_table[colour].transpose(1, 2)  # (B*T, 3, H*W)
+        return frames.unflatten(2, logits.shape[2:]).unflatten(0, z.shape[:2])
 
     def forward(self, f: torch.Tensor, z: torch.Tensor,
                 with_spread: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -252,22 +332,18 @@ class Decoder(nn.Module):
         probability p_k: holding it down makes the decoder paint exact palette colours
         instead of blends that land near them (the `palette_spread` loss term).
         """
-        per_frame = torch.ones_like(z[..., :1])  # (B, T, 1): broadcasts f over frames
-        f_seq = f.unsqueeze(1) * per_frame  # (B, T, F)
-        fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
-        h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
+        if self.colour_table is not None:
+            frames = self._exact_colour_frames(f, z)
+            if with_spread:  # exact colours have no blend to hold down
+                return frames, frames.new_zeros(frames.shape[:2] + frames.shape[3:])
+            return frames
         if self.film is None:
+            per_frame = torch.ones_like(z[..., :1])
+            fz = torch.cat([f.unsqueeze(1) * per_frame, z], -1).flatten(0, 1)
+            h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
             return self.convs(h).unflatten(0, z.shape[:2])
-        film = (self.film(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, 2 * channels)
-        start = 0
-        for up in self.ups:
-            h = up(h)
-            c = h.shape[1]
-            scale = film[:, start:start + c, None, None]
-            shift = film[:, start + c:start + 2 * c, None, None]
-            h = self.act(h * (1 + scale) + shift)
-            start += 2 * c
-        frames = self.out(h)  # (B*T, 3, 64, 64), or (B*T, K, 64, 64) logits with a palette
+        # (B*T, 3, 64, 64), or (B*T, K, 64, 64) logits with a palette
+        frames, per_frame = self._entry_logits(f, z)
         if self.palette is not None:
             # the palette depends on f alone: once per clip, then broadcast over its frames
             palette = (self.palette(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, K*3)
@@ -460,12 +536,16 @@ class SequentialVAE(nn.Module):
         n = self.cfg.decode_train_frames
         if self.training and 0 < n < video.shape[1]:
             frames = torch.randperm(video.shape[1], device=video.device)[:n].sort().values
-        recon, spread = self.decoder(f, z[:, frames], with_spread=True)
+        recon = spread = nll = None
+        if self.decoder.colour_table is not None:  # exact colours: scored by their likelihood
+            nll = self.decoder.exact_colour_nll(f, z[:, frames], video[:, frames])
+        else:
+            recon, spread = self.decoder(f, z[:, frames], with_spread=True)
         return {
             "f": f, "f_mean": f_mean, "f_logvar": f_logvar,
             "z": z, "z_mean": z_mean, "z_logvar": z_logvar,
             "prior_mean": prior_mean, "prior_logvar": prior_logvar,
-            "recon": recon, "recon_frames": frames, "palette_spread": spread,
+            "recon": recon, "recon_frames": frames, "palette_spread": spread, "recon_nll": nll,
             "flow_logits": self.flow_head(z),
         }
 

@@ -23,7 +23,19 @@ def tiny_model(seed: int = 0, **config):
         # freshly initialised palette logits are nearly equal, so every pixel would be the same
         # mix of the palette, whatever the codes: sharper logits make outputs differ visibly
         torch.nn.init.normal_(model.decoder.out.weight, std=0.5)
+    if model.decoder.colour_table is not None:  # an exact-colour decoder: its table of colours
+        model.decoder.colour_table.copy_(colour_table(model.cfg.decoder_colours, seed))
     return model
+
+
+def colour_table(n: int, seed: int = 0):
+    """n distinct colours sorted by their 24-bit value, as vae.Decoder.colour_table keeps them."""
+    import numpy as np
+    import torch
+
+    keys = np.sort(np.random.default_rng(seed).choice(1 << 24, n, replace=False))
+    rgb = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], 1)
+    return torch.from_numpy((rgb / 255).astype(np.float32))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_model, save_model
-from tests.conftest import tiny_model
+from model.config import ModelConfig
+from model.vae import SequentialVAE
+from tests.conftest import colour_table, tiny_model
 
 CONFIGS = [
     {"arch": "dsvae", "posterior": "factorised"},
@@ -183,3 +185,32 @@ def test_widening_the_palette_keeps_what_the_decoder_draws():
     assert 0 < drift < 1e-2
     with pytest.raises(ValueError, match="can only widen"):
         widen_palette(model, 8)
+
+
+def test_the_exact_colour_likelihood_is_the_mixture_over_entries_at_every_pixel():
+    """-log sum_k p_k q_k(c) with p the pixel's entry softmax and q_k entry k's colour softmax
+    (from f alone); in eval mode a pixel shows its likeliest entry's likeliest colour."""
+    torch.manual_seed(0)
+    model = SequentialVAE(ModelConfig(width=8, hidden=32, appearance_width=16, decoder_palette=5,
+                                      decoder_colours=7)).eval()
+    dec = model.decoder
+    dec.colour_table.copy_(colour_table(7))
+    torch.nn.init.normal_(dec.out.weight, std=0.5)
+    f, z = torch.randn(2, 32), torch.randn(2, 3, 8)
+    target_index = torch.randint(0, 7, (2, 3, 64, 64))
+    target = dec.colour_table[target_index].movedim(-1, 2)  # (B, T, 3, H, W)
+    assert torch.equal(dec.colour_index(target), target_index)
+    nll = dec.exact_colour_nll(f, z, target)
+    logits, per_frame = dec._entry_logits(f, z)  # (B*T, K, H, W)
+    p = logits.softmax(1)
+    q = dec._colour_logits(f, per_frame).softmax(-1)  # (B*T, K, C)
+    b, t, y, x = 1, 2, 10, 33
+    n, c = b * 3 + t, int(target_index[b, t, y, x])
+    by_hand = -torch.log((p[n, :, y, x] * q[n, :, c]).sum())
+    assert torch.allclose(nll[b, t, y, x], by_hand, atol=1e-5)
+    frames = model.decode(f, z)
+    entry = int(p[n, :, y, x].argmax())
+    assert torch.equal(frames[b, t, :, y, x], dec.colour_table[int(q[n, entry].argmax())])
+    model.train()  # in training, the expected colour: differentiable, inside the table's hull
+    soft = model.decode(f, z)
+    assert soft.shape == frames.shape and float(soft.min()) >= 0 and float(soft.max()) <= 1
