@@ -55,7 +55,7 @@ data: setup
 	$(PY) -m model.data build sprites --preview docs/sprites-preview.png
 
 # A shipped model from random weights, in one command: a recipe (model/recipes/$(RECIPE).toml;
-# `make train` is the Sprites model, 130 minutes of training on 2 cores; RECIPE=sprites-unordered
+# `make train` is the Sprites model, 120 minutes of training on 2 cores; RECIPE=sprites-unordered
 # Helminger et al.'s model on Sprites; RECIPE=mmnist the Moving MNIST model), then its evaluation
 # and export, all into $(RUN). `make train RESUME=1` continues a run that stopped. To ship the
 # result: `make ship RECIPE=...` (copies it over the shipped checkpoint, models/ folder and

@@ -118,7 +118,7 @@ def test_the_sprites_recipe_sets_every_option_and_flags_still_win(tmp_path):
     assert cfg.recipe == "sprites" and cfg.init_from == ""
     assert cfg.model.decoder_palette == 48 and cfg.exact_colours
     assert cfg.loss.aggregate_prior == 5.0 and cfg.loss.prior_warmup_steps == 5000
-    assert cfg.loss.palette_spread == 0.0 and cfg.max_minutes == 95
+    assert cfg.loss.palette_spread == 0.0 and cfg.max_minutes == 120
     cfg, _ = train.parse_args(["--recipe", "sprites", "--max-minutes", "5", "--palette", "16"])
     assert cfg.max_minutes == 5 and cfg.model.decoder_palette == 16
     bad = tmp_path / "bad.toml"
