@@ -108,13 +108,21 @@ def aggregate_divergence(f_mean: torch.Tensor, f_var: torch.Tensor) -> torch.Ten
     variance 1 can still lie close to a plane (a direction of C with a small eigenvalue), and
     the prior then draws f off that plane, where the decoder has never been. The tr C^-1 half
     is what punishes such a direction.
+
+    The fit and its inverse are computed in float64 with autocast off: codes whose dims
+    collapse give C an eigenvalue near 0, and under bfloat16 autocast the product for C alone
+    lost enough precision that tr C^-1 came out negative (-3662 in a training run), a value
+    the optimiser would have driven further down.
     """
     n, d = f_mean.shape
-    mu = f_mean.mean(0)
-    centred = f_mean - mu
-    cov = centred.T @ centred / max(1, n - 1) + torch.diag(f_var.mean(0))
-    inv = torch.linalg.inv(cov)
-    return 0.5 * (torch.trace(cov) + torch.trace(inv) + mu @ mu + mu @ inv @ mu) - d
+    with torch.autocast(f_mean.device.type, enabled=False):
+        f_mean, f_var = f_mean.double(), f_var.double()
+        mu = f_mean.mean(0)
+        centred = f_mean - mu
+        cov = centred.T @ centred / max(1, n - 1) + torch.diag(f_var.mean(0))
+        inv = torch.linalg.inv(cov)
+        value = 0.5 * (torch.trace(cov) + torch.trace(inv) + mu @ mu + mu @ inv @ mu) - d
+    return value.float()
 
 
 class AggregateBank:

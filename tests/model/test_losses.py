@@ -129,3 +129,18 @@ def test_aggregate_bank_joins_recent_clips_and_scales_the_batch_gradient():
     assert alone.mean is None
     assert math.isclose(float(v), float(losses.aggregate_divergence(
         batches[1][0], batches[1][1].exp())), rel_tol=1e-5)
+
+
+def test_the_aggregate_divergence_stays_exact_under_bfloat16_autocast():
+    """Collapsed dims make the fit nearly singular: the value must stay >= 0 and match float64."""
+    from model.losses import aggregate_divergence
+
+    gen = torch.Generator().manual_seed(0)
+    f_mean = torch.randn(1024, 32, generator=gen) * 3
+    f_mean[:, :6] = 0.01 * torch.randn(1024, 6, generator=gen)  # six dims nearly collapsed
+    f_var = torch.full((1024, 32), 1e-4)
+    exact = aggregate_divergence(f_mean.double(), f_var.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = aggregate_divergence(f_mean, f_var)
+    assert got.dtype == torch.float32 and float(got) > 0
+    assert abs(float(got) - float(exact)) <= 1e-4 * float(exact)
