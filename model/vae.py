@@ -207,6 +207,11 @@ class Decoder(nn.Module):
     each pixel is the softmax-weighted mix of K colours computed from f alone: the network
     draws which part goes where, the appearance code says what colour each part has. Pixel
     art has few colours, so this is sharp where a plain RGB output is a blurred average.
+
+    With `decoder_colours` C > 0 as well, an entry is not an RGB colour but a distribution over
+    the C exact colours of the training data (`colour_table`), again from f alone: training
+    scores each pixel's colour as a class (`exact_colour_nll`), and in eval mode every pixel is
+    one of the table's colours (its likeliest entry's likeliest colour).
     """
 
     def __init__(self, cfg: ModelConfig):

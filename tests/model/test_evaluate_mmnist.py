@@ -60,6 +60,16 @@ def test_train_and_run_commands_end_to_end(tmp_path, monkeypatch):
     assert all(0.0 <= v <= 1.0 for v in [accuracy["set"], accuracy["digit"],
                                          *accuracy["per_class"]])
     assert len(accuracy["per_class"]) == 10
+    # a warm restart with the extra digits: the file keeps both schedules
+    continued = tmp_path / "judge-2.safetensors"
+    evaluate.main(["train-mmnist-judge", "--init-from", str(judge_path), "--out", str(continued),
+                   "--steps", "2", "--n-test", "8", "--lr", "5e-4", "--seed", "2",
+                   "--extra-digits"])
+    _, meta2 = evaluate.load_digit_judge(continued)
+    assert meta2["lr"] == 5e-4 and meta2["seed"] == 2
+    assert meta2["train_digits"].endswith(moving_mnist.EXTRA_DIGITS)
+    assert meta2["continued_from"]["steps"] == 2
+    assert meta2["continued_from"]["test_accuracy"] == meta["test_accuracy"]
     model_path = tmp_path / "model.safetensors"
     save_model(tiny_model(), model_path, {"dataset": "mmnist", "epochs": 1})
     out = tmp_path / "eval"

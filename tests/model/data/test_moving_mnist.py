@@ -107,3 +107,12 @@ def test_rejects_bad_arguments():
         moving_mnist.generate("val", 3)
     with pytest.raises(ValueError, match="digits 1 or 2"):
         moving_mnist.generate("train", 3, digits=3)
+
+
+def test_the_extra_judge_digits_are_new_handwriting_and_none_is_a_test_image():
+    images, classes = moving_mnist.read_mnist()
+    more, more_classes = moving_mnist.extra_training_digits()
+    assert more.shape == (5000, 28, 28) and more.dtype == np.uint8
+    assert np.bincount(more_classes, minlength=10).tolist() == [500] * 10
+    shipped = {image.tobytes() for image in images}  # test split and judge training digits
+    assert not any(image.tobytes() in shipped for image in more)
