@@ -87,6 +87,9 @@ train: setup
 
 ship:
 	cp $(RUN)/model.safetensors $(SHIPPED_CHECKPOINT)
+	# the shipped sample clips stay (the page and the README use them) unless the run made its own
+	if [ -d $(SHIPPED_MODEL)/samples ] && [ ! -d $(RUN)/export/samples ]; then \
+		cp -r $(SHIPPED_MODEL)/samples $(RUN)/export/samples; fi
 	rm -rf $(SHIPPED_MODEL) && cp -r $(RUN)/export $(SHIPPED_MODEL)
 	mkdir -p $(SHIPPED_DOCS) && cp $(RUN)/evaluation/* $(SHIPPED_DOCS)/
 
