@@ -120,8 +120,8 @@ def parity(model: SequentialVAE, model_dir: Path, batches=BATCHES, lengths=LENGT
                     cases.append(((b, t), inputs, reference(model, graph, inputs)))
             flips = EXACT_COLOUR_FLIPS if graph == "decoder" and model.cfg.decoder_colours else None
             for variant, file, tolerance in entries:
-                rows.append(_compare(graph, variant, model_dir / file, tolerance, cases, threads))
-                rows[-1].flips_allowed = flips
+                rows.append(_compare(graph, variant, model_dir / file, tolerance, cases, threads,
+                                     flips))
                 if progress:
                     progress(rows[-1])
     finally:
@@ -130,7 +130,7 @@ def parity(model: SequentialVAE, model_dir: Path, batches=BATCHES, lengths=LENGT
 
 
 def _compare(graph: str, variant: str, path: Path, tolerance: float, cases: list,
-             threads: int) -> ParityRow:
+             threads: int, flips_allowed: float | None = None) -> ParityRow:
     sess = session(path, threads)
     names = [o.name for o in sess.get_outputs()]
     worst, where = 0.0, (0, 0)
@@ -149,7 +149,7 @@ def _compare(graph: str, variant: str, path: Path, tolerance: float, cases: list
             if not diff <= worst:  # NaN sticks
                 worst, where = diff, (b, t)
     return ParityRow(graph, variant, worst, tolerance, where,
-                     differing / pixels if pixels else None)
+                     differing / pixels if pixels else None, flips_allowed)
 
 
 def format_table(rows: list[ParityRow]) -> str:

@@ -26,7 +26,7 @@ from model.checkpoint import load_model, read_metadata, save_model
 from model.config import LossConfig, ModelConfig, TrainConfig
 from model.data.registry import canonical, load_training_data
 from model.images import save_curves, save_grid, swap_grid
-from model.vae import SequentialVAE, widen_palette
+from model.vae import SequentialVAE, colour_key, widen_palette
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -249,7 +249,7 @@ def exact_colour_table(videos: np.ndarray, chunk: int = 256) -> np.ndarray:
     seen = np.zeros(1 << 24, bool)
     for i in range(0, len(videos), chunk):
         rgb = np.asarray(videos[i:i + chunk], np.int32)
-        seen[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]] = True
+        seen[colour_key(rgb)] = True
     keys = np.flatnonzero(seen)
     if len(keys) > MAX_EXACT_COLOURS:
         raise SystemExit(f"--exact-colours: the training data has {len(keys)} distinct colours, "

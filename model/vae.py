@@ -196,6 +196,12 @@ def softmax_over_channels(x: torch.Tensor) -> torch.Tensor:
     return e / e.sum(1, keepdim=True)
 
 
+def colour_key(rgb):
+    """(..., 3) integer levels -> (...,) 24-bit values, the order of `Decoder.colour_table`
+    (numpy arrays or torch tensors)."""
+    return rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+
+
 class Decoder(nn.Module):
     """p(x_t | z_t, f): f (B, F), z (B, T, Z) -> video (B, T, 3, 64, 64) in [0, 1].
 
@@ -264,10 +270,8 @@ class Decoder(nn.Module):
         A colour that is not in the table gets a neighbouring entry's index; the table holds
         every colour of the training data, so training targets are always found.
         """
-        def key(rgb: torch.Tensor) -> torch.Tensor:  # (..., 3) levels -> 24-bit value
-            return (rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2])
-        table = key((self.colour_table * 255).round().long())
-        pixels = key((video.movedim(-3, -1) * 255).round().long())
+        table = colour_key((self.colour_table * 255).round().long())
+        pixels = colour_key((video.movedim(-3, -1) * 255).round().long())
         return torch.searchsorted(table, pixels.contiguous()).clamp_max(len(table) - 1)
 
     def exact_colour_nll(self, f: torch.Tensor, z: torch.Tensor,
@@ -291,13 +295,18 @@ class Decoder(nn.Module):
         c = self.colour_table.shape[0]
         return (self.palette(f).unsqueeze(1) * per_frame).flatten(0, 1).unflatten(1, (-1, c))
 
-    def _entry_logits(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trunk of a FiLM decoder: (B*T, K, 64, 64) output logits, and the (B, T, 1)
-        broadcast of per-clip tensors over frames."""
+    def _first_layer(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[f, z_t] through the FC layers: (B*T, 8w, 4, 4), and the (B, T, 1) broadcast of
+        per-clip tensors over frames."""
         per_frame = torch.ones_like(z[..., :1])  # (B, T, 1): broadcasts f over frames
         f_seq = f.unsqueeze(1) * per_frame  # (B, T, F)
         fz = torch.cat([f_seq, z], -1).flatten(0, 1)  # (B*T, F+Z)
-        h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
+        return self.fc(fz).unflatten(1, (8 * self.w, 4, 4)), per_frame
+
+    def _entry_logits(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk of a FiLM decoder: (B*T, K, 64, 64) output logits, and the (B, T, 1)
+        broadcast of per-clip tensors over frames."""
+        h, per_frame = self._first_layer(f, z)
         film = (self.film(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, 2 * channels)
         start = 0
         for up in self.ups:
@@ -343,10 +352,7 @@ class Decoder(nn.Module):
                 return frames, frames.new_zeros(frames.shape[:2] + frames.shape[3:])
             return frames
         if self.film is None:
-            per_frame = torch.ones_like(z[..., :1])
-            fz = torch.cat([f.unsqueeze(1) * per_frame, z], -1).flatten(0, 1)
-            h = self.fc(fz).unflatten(1, (8 * self.w, 4, 4))
-            return self.convs(h).unflatten(0, z.shape[:2])
+            return self.convs(self._first_layer(f, z)[0]).unflatten(0, z.shape[:2])
         # (B*T, 3, 64, 64), or (B*T, K, 64, 64) logits with a palette
         frames, per_frame = self._entry_logits(f, z)
         if self.palette is not None:
@@ -564,5 +570,6 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
 
 
 __all__ = [
-    "SequentialVAE", "FLOW_CLASSES", "widen_palette", "reparameterise", "gaussian_log_density",
+    "SequentialVAE", "FLOW_CLASSES", "colour_key", "widen_palette", "reparameterise",
+    "gaussian_log_density",
 ]
