@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.vae import ConditionalPrior, RecurrentPrior, SequentialVAE, lstm_rollout
@@ -62,6 +63,70 @@ class DecoderGraph(nn.Module):
 
     def forward(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         return to_pixels(self.model.decode(appearance.to(self.dtype), motion.to(self.dtype)))
+
+
+class EntryArgmax(nn.Module):
+    """argmax over K of ConvTranspose2d(C, K, 4, stride=2, padding=1)(h), computed channels-last:
+    h (N, C, H, W) -> (N, 2H, 2W) int64, the same indices (up to float rounding at exact ties).
+
+    Each output pixel of that layer sees a 2x2 window of the input, which window and which taps
+    set by its row and column parity (its phase); so the layer is four 2x2 convolutions of the
+    input padded by one, here one matrix product of its 2x2 patches, taken channels-last, by a
+    (4C, 4K) matrix (the four phases' taps side by side). onnxruntime's argmax across channels
+    (NCHW axis 1) took 6 ms of the shipped Sprites decoder's 25 for 8 frames, over a contiguous
+    last axis it takes 1.7: the whole decoder went from 28.8 to 23.2 ms per 8-frame clip, with
+    the same pixels (1 thread, interleaved, the other core busy).
+    """
+
+    def __init__(self, conv: nn.ConvTranspose2d):
+        super().__init__()
+        if (conv.kernel_size, conv.stride, conv.padding) != ((4, 4), (2, 2), (1, 1)):
+            raise ValueError(f"EntryArgmax rewrites ConvTranspose2d(k=4, s=2, p=1), not {conv}")
+        w = conv.weight.detach()  # (C, K, 4, 4)
+        phases = []
+        for ry in (0, 1):
+            for rx in (0, 1):
+                # output row 2m + ry reads input rows m - 1 + ry + dy through tap 3 - ry - 2dy
+                taps = [w[:, :, 3 - ry - 2 * dy, 3 - rx - 2 * dx] for dy in (0, 1) for dx in (0, 1)]
+                phases.append(torch.cat(taps))  # (4C, K): rows (dy, dx, c)
+        self.register_buffer("weight", torch.cat(phases, 1).T.contiguous())  # (4K, 4C)
+        self.register_buffer("bias", conv.bias.detach().repeat(4))  # (4K,): (phase, k)
+        self.k = w.shape[1]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        _, _, rows, cols = h.shape
+        x = F.pad(h, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (N, H+2, W+2, C)
+        patches = torch.cat([x[:, dy:dy + rows + 1, dx:dx + cols + 1]
+                             for dy in (0, 1) for dx in (0, 1)], -1)  # (N, H+1, W+1, 4C)
+        logits = F.linear(patches.flatten(0, 2), self.weight, self.bias)  # (N*(H+1)*(W+1), 4K)
+        entry = logits.unflatten(1, (4, self.k)).argmax(-1)  # (N*(H+1)*(W+1), 4): per phase
+        entry = entry.unflatten(0, (-1, rows + 1, cols + 1))  # (N, H+1, W+1, 4)
+        # phase (ry, rx) of output pixel (2m + ry, 2n + rx) is patch (m + ry, n + rx)
+        by_row = [torch.stack([entry[:, ry:ry + rows, rx:rx + cols, 2 * ry + rx]
+                               for rx in (0, 1)], -1) for ry in (0, 1)]  # each (N, H, W, 2)
+        return torch.stack(by_row, 2).reshape(-1, 2 * rows, 2 * cols)  # (N, 2H, 2W)
+
+
+class ExactColourDecoderGraph(nn.Module):
+    """An exact-colour decoder's eval render (model.vae.Decoder: each pixel its likeliest
+    entry's likeliest colour) -> uint8 frames (B, T, S, S, C), written for onnxruntime: the
+    last layer and its argmax as EntryArgmax, and the colours looked up in a uint8 copy of the
+    table, channels-last, with no float frames in between."""
+
+    def __init__(self, model: SequentialVAE):
+        super().__init__()
+        self.decoder = model.decoder
+        self.entries = EntryArgmax(self.decoder.out)
+        table = (self.decoder.colour_table.float() * 255.0).round().clamp(0, 255)
+        self.register_buffer("table", table.to(torch.uint8))  # (C, 3), as to_pixels rounds
+
+    def forward(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        h, per_frame = self.decoder.trunk(appearance, motion)  # (B*T, w, 32, 32)
+        entry = self.entries(h)  # (B*T, S, S)
+        best = self.decoder.colour_logits(appearance, per_frame).argmax(-1)  # (B*T, K)
+        colour = torch.gather(best, 1, entry.flatten(1))  # (B*T, S*S)
+        frames = self.table[colour]  # (B*T, S*S, 3)
+        return frames.unflatten(1, entry.shape[1:]).unflatten(0, motion.shape[:2])
 
 
 class RecurrentPriorGraph(nn.Module):
@@ -140,7 +205,9 @@ def graph_modules(model: SequentialVAE, half: bool = False) -> dict[str, nn.Modu
     prior = (RecurrentPriorGraph(model.prior) if isinstance(model.prior, RecurrentPrior)
              else ConditionalPriorGraph(model.prior))
     dtype = torch.float16 if half else torch.float32
-    return {"encoder": EncoderGraph(model, dtype), "decoder": DecoderGraph(model, dtype),
+    decoder = (ExactColourDecoderGraph(model) if model.decoder.colour_table is not None
+               and not half else DecoderGraph(model, dtype))
+    return {"encoder": EncoderGraph(model, dtype), "decoder": decoder,
             "prior": Float16Graph(prior) if half else prior}
 
 

@@ -284,13 +284,13 @@ class Decoder(nn.Module):
         """
         logits, per_frame = self._entry_logits(f, z)  # (B*T, K, H, W)
         log_p = F.log_softmax(logits.float(), 1).flatten(2)  # (B*T, K, H*W)
-        log_q = F.log_softmax(self._colour_logits(f, per_frame).float(), -1)  # (B*T, K, C)
+        log_q = F.log_softmax(self.colour_logits(f, per_frame).float(), -1)  # (B*T, K, C)
         index = self.colour_index(target.flatten(0, 1)).flatten(1)  # (B*T, H*W)
         picked = torch.gather(log_q, 2, index.unsqueeze(1).expand(-1, log_q.shape[1], -1))
         nll = -torch.logsumexp(log_p + picked, 1)  # (B*T, H*W)
         return nll.unflatten(1, logits.shape[2:]).unflatten(0, z.shape[:2])
 
-    def _colour_logits(self, f: torch.Tensor, per_frame: torch.Tensor) -> torch.Tensor:
+    def colour_logits(self, f: torch.Tensor, per_frame: torch.Tensor) -> torch.Tensor:
         """(B*T, K, C): each entry's logits over the exact colours, from f alone."""
         c = self.colour_table.shape[0]
         return (self.palette(f).unsqueeze(1) * per_frame).flatten(0, 1).unflatten(1, (-1, c))
@@ -304,7 +304,13 @@ class Decoder(nn.Module):
         return self.fc(fz).unflatten(1, (8 * self.w, 4, 4)), per_frame
 
     def _entry_logits(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trunk of a FiLM decoder: (B*T, K, 64, 64) output logits, and the (B, T, 1)
+        """A FiLM decoder's (B*T, K, 64, 64) output logits, and the (B, T, 1) broadcast of
+        per-clip tensors over frames."""
+        h, per_frame = self.trunk(f, z)
+        return self.out(h), per_frame
+
+    def trunk(self, f: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A FiLM decoder up to its last layer: (B*T, w, 32, 32) features, and the (B, T, 1)
         broadcast of per-clip tensors over frames."""
         h, per_frame = self._first_layer(f, z)
         film = (self.film(f).unsqueeze(1) * per_frame).flatten(0, 1)  # (B*T, 2 * channels)
@@ -316,7 +322,7 @@ class Decoder(nn.Module):
             shift = film[:, start + c:start + 2 * c, None, None]
             h = self.act(h * (1 + scale) + shift)
             start += 2 * c
-        return self.out(h), per_frame
+        return h, per_frame
 
     def _exact_colour_frames(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) frames of the exact-colour decoder.
@@ -325,7 +331,7 @@ class Decoder(nn.Module):
         the table's exact colours; in training, the expected colour (differentiable).
         """
         logits, per_frame = self._entry_logits(f, z)  # (B*T, K, H, W)
-        colour_logits = self._colour_logits(f, per_frame)  # (B*T, K, C)
+        colour_logits = self.colour_logits(f, per_frame)  # (B*T, K, C)
         if self.training:
             entry_colours = colour_logits.softmax(-1) @ self.colour_table  # (B*T, K, 3)
             weights = softmax_over_channels(logits).flatten(2)  # (B*T, K, H*W)

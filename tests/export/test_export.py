@@ -180,3 +180,34 @@ def test_shipped_model_hashes_match(manifest):
 
 def test_the_default_model_is_shipped():
     assert (REPO / "models" / "sprites" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("channels,entries,size", [(4, 6, 8), (32, 48, 32), (3, 1, 5)])
+def test_the_exported_last_layer_picks_the_entries_the_transposed_convolution_does(
+        channels, entries, size):
+    """EntryArgmax (the exact-colour decoder's last layer and argmax, channels-last) gives the
+    indices of ConvTranspose2d(k=4, s=2, p=1) followed by an argmax over its channels."""
+    import torch
+
+    from export.onnx_export import EntryArgmax
+
+    torch.manual_seed(channels)
+    conv = torch.nn.ConvTranspose2d(channels, entries, 4, 2, 1)
+    h = torch.randn(3, channels, size, size)
+    with torch.no_grad():
+        logits = conv(h)  # (3, K, 2S, 2S)
+        got = EntryArgmax(conv)(h)
+    assert got.shape == (3, 2 * size, 2 * size)
+    picked = torch.gather(logits, 1, got[:, None])[:, 0]
+    # the same entry, or one whose logit ties the best to float rounding
+    assert torch.allclose(picked, logits.max(1).values, atol=1e-5)
+    assert (got == logits.argmax(1)).float().mean() > 0.999
+
+
+def test_the_last_layer_rewrite_refuses_another_shape_of_layer():
+    import torch
+
+    from export.onnx_export import EntryArgmax
+
+    with pytest.raises(ValueError, match="k=4, s=2, p=1"):
+        EntryArgmax(torch.nn.ConvTranspose2d(4, 4, 3, 1, 1))

@@ -203,7 +203,7 @@ def test_the_exact_colour_likelihood_is_the_mixture_over_entries_at_every_pixel(
     nll = dec.exact_colour_nll(f, z, target)
     logits, per_frame = dec._entry_logits(f, z)  # (B*T, K, H, W)
     p = logits.softmax(1)
-    q = dec._colour_logits(f, per_frame).softmax(-1)  # (B*T, K, C)
+    q = dec.colour_logits(f, per_frame).softmax(-1)  # (B*T, K, C)
     b, t, y, x = 1, 2, 10, 33
     n, c = b * 3 + t, int(target_index[b, t, y, x])
     by_hand = -torch.log((p[n, :, y, x] * q[n, :, c]).sum())
