@@ -7,7 +7,8 @@ Systems, each started alone on a free loopback port, measured, then stopped:
 - `bento`: bench/peers/bento_service.py under `bentoml serve` from the bench venv
   (.venv-bench, made by `make bench-peers`; skipped, with the reason printed, without it);
 - the pipeline limit: bench/peers/pipeline.py in its own process (the same work, no HTTP; the
-  best of batch 1-16 with 1 or 2 sessions).
+  best of batch 1-16 with 1 or 2 sessions), and `pipeline+domain`, the same with the domain
+  check vdis adds to every answer by default (frame 0 of each upload decoded back).
 Round-robin over the systems, `--rounds` times (2), so slow drift on the machine falls on all.
 
 Load: `ab` with a new connection per request (no keep-alive, for every system alike), the same
@@ -62,6 +63,9 @@ from bench.common import (  # noqa: E402
 from bench.served import BOUNDARY, http_request  # noqa: E402
 
 SYSTEMS = ("vdis", "plain", "bento")
+# the pipeline limit (the issue's), and the same with the domain check vdis does by default
+LIMIT_WITH_DOMAIN = "pipeline+domain"
+LIMITS = ("pipeline", LIMIT_WITH_DOMAIN)
 PEERS = ("plain", "bento")
 ENDPOINTS = {"swap": ("/swap", ("appearance", "motion")), "encode": ("/encode", ("video",))}
 BENCH_VENV = REPO / ".venv-bench"
@@ -242,19 +246,22 @@ def measure_pipeline(model_dir: Path, endpoints: list[str], batches: list[int],
                      sessions: list[int], seconds: float, folder: Path, log=print) -> list[dict]:
     """One bench/peers/pipeline.py process; its best point per endpoint, as rows like ab's."""
     out = folder / "pipeline.json"
+    ops = [*endpoints, *(f"{e}+domain" for e in endpoints)]
     command = [sys.executable, "-m", "bench.peers.pipeline", "--model-dir", str(model_dir),
-               "--ops", ",".join(endpoints), "--batches", ",".join(map(str, batches)),
+               "--ops", ",".join(ops), "--batches", ",".join(map(str, batches)),
                "--sessions", ",".join(map(str, sessions)), "--seconds", str(seconds),
                "--json", str(out)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"the pipeline failed: {done.stderr[-2000:]}")
     rows = []
-    for endpoint, p in json.loads(out.read_text())["best"].items():
-        rows.append({"system": "pipeline", "endpoint": endpoint, "concurrency": None,
+    for op, p in json.loads(out.read_text())["best"].items():
+        endpoint, _, check = op.partition("+")
+        system = LIMIT_WITH_DOMAIN if check else "pipeline"
+        rows.append({"system": system, "endpoint": endpoint, "concurrency": None,
                      "req_per_s": p["ops_per_s"], "cpu_ms": p["cpu_ms_per_op"],
                      "batch": p["batch"], "sessions": p["sessions"], "errors": 0})
-        log(f"  pipeline /{endpoint:6}       {p['ops_per_s']:7.1f} req/s (B={p['batch']}, "
+        log(f"  {system:15} /{endpoint:6} {p['ops_per_s']:7.1f} req/s (B={p['batch']}, "
             f"{p['sessions']} session(s)), {p['cpu_ms_per_op']:6.1f} ms CPU each")
     return rows
 
@@ -274,7 +281,7 @@ def summary(runs: list[dict]) -> dict[tuple, dict]:
                "req_per_s": statistics.median(r["req_per_s"] for r in rounds),
                "cpu_ms": statistics.median(r["cpu_ms"] for r in rounds),
                "errors": sum(r["errors"] for r in rounds)}
-        if key[0] != "pipeline":
+        if key[0] not in LIMITS:
             row["p50_ms"] = statistics.median(r["p50_ms"] for r in rounds)
             row["p99_ms"] = statistics.median(r["p99_ms"] for r in rounds)
         else:
@@ -298,6 +305,8 @@ def ratios(table: dict[tuple, dict], concurrency: list[int]) -> list[dict]:
         vdis = table.get(("vdis", endpoint, high))
         add(f"/{endpoint} at {high}: vdis / pipeline limit", vdis,
             table.get(("pipeline", endpoint, None)))
+        add(f"/{endpoint} at {high}: vdis / pipeline limit with vdis's domain check", vdis,
+            table.get((LIMIT_WITH_DOMAIN, endpoint, None)))
         peers = [(p, table[(p, endpoint, high)]) for p in PEERS if (p, endpoint, high) in table]
         if peers:
             name, best = max(peers, key=lambda kv: kv[1]["req_per_s"])
@@ -312,7 +321,7 @@ def markdown(data: dict) -> str:
     rows = []
     for (system, endpoint, c), row in table.items():
         rounds = " / ".join(f"{x:.1f}" for x in row["rounds"])
-        if system == "pipeline":
+        if system in LIMITS:
             rows.append([system, f"/{endpoint}", "-", rounds, "-", "-", f"{row['cpu_ms']:.1f}",
                          "best: " + ", ".join(row["points"])])
         else:
@@ -348,10 +357,11 @@ def plot(data: dict, path: Path) -> None:
             heights = [table.get((system, endpoint, c), {}).get("req_per_s", 0) for c in levels]
             ax.bar([x + (i - (len(servers) - 1) / 2) * width for x in range(len(levels))],
                    heights, width, label=system)
-        limit = table.get(("pipeline", endpoint, None))
-        if limit:
-            ax.axhline(limit["req_per_s"], color="black", linestyle="--",
-                       label="pipeline limit")
+        for system, style, label in (("pipeline", "--", "pipeline limit"),
+                                     (LIMIT_WITH_DOMAIN, ":", "limit + domain check")):
+            limit = table.get((system, endpoint, None))
+            if limit:
+                ax.axhline(limit["req_per_s"], color="black", linestyle=style, label=label)
         ax.set_xticks(range(len(levels)), [f"c={c}" for c in levels])
         ax.set_title(f"/{endpoint}")
         ax.set_ylabel("requests per second")

@@ -3,7 +3,11 @@ no batcher, in this process, back to back. What a served system could reach at b
 
 - swap: decode the 2 uploads (service.videoio), the encoder on both clips, the decoder on the
   swapped codes, one MP4 encoded;
-- encode: decode the upload, the encoder, the codes as the JSON /encode answers.
+- encode: decode the upload, the encoder, the codes as the JSON /encode answers;
+- swap+domain, encode+domain: the same and the domain check vdis does on every answer by
+  default (VDIS_DOMAIN_CHECK=full): frame 0 of each upload decoded from its own codes (one
+  decoder call on all of the round's uploads), its error and the verdicts
+  (service.engine.domain). Not the issue's limit: what the limit is with the work vdis adds.
 
 A round does `batch` operations: all their uploads decoded, one encoder call on all their clips,
 one decoder call (swap), then the B answers encoded. Measured at each batch size with 1 or 2
@@ -39,8 +43,9 @@ from bench.peers.common import (  # noqa: E402
     read_clip,
 )
 from service import videoio  # noqa: E402
+from service.engine import domain  # noqa: E402
 
-OPS = ("swap", "encode")
+OPS = ("swap", "encode", "swap+domain", "encode+domain")
 BATCHES = (1, 2, 4, 8, 16)
 SESSIONS = (1, 2)
 
@@ -65,20 +70,33 @@ class Pipeline:
         self.appearance, self.motion = uploads[0], uploads[1]
 
     def round(self, op: str, batch: int) -> None:
-        if op == "swap":
-            clips = [read_clip(data, self.manifest).frames
-                     for data in [self.appearance] * batch + [self.motion] * batch]
-            f_mean, _, _, z_mean = encode(self.sessions, np.stack(clips))  # rows: B A's, B M's
+        base, _, check = op.partition("+")
+        if base == "swap":
+            clips = np.stack([read_clip(data, self.manifest).frames
+                              for data in [self.appearance] * batch + [self.motion] * batch])
+            f_mean, _, _, z_mean = encode(self.sessions, clips)  # rows: B A's, B M's
             videos = decode(self.sessions, f_mean[:batch], z_mean[batch:])  # (B, T, S, S, 3)
+            if check:
+                self.judge(clips, f_mean, z_mean)
             for video in videos:
                 videoio.encode_mp4(video, 8.0)
-        elif op == "encode":
+        elif base == "encode":
             clips = [read_clip(self.appearance, self.manifest) for _ in range(batch)]
-            codes = encode(self.sessions, np.stack([c.frames for c in clips]))
+            frames = np.stack([c.frames for c in clips])
+            codes = encode(self.sessions, frames)
+            if check:
+                self.judge(frames, codes[0], codes[2])
             for i, clip in enumerate(clips):
                 json.dumps(codes_body(self.manifest, [c[i] for c in codes], clip)).encode()
         else:
             raise ValueError(f"unknown operation {op!r}; there are {OPS}")
+
+    def judge(self, clips: np.ndarray, appearance: np.ndarray, motion: np.ndarray) -> None:
+        """The domain verdicts of uploads (B, T, S, S, 3) from their codes, as vdis computes
+        them by default: frame 0 decoded back, its error, and the code's distance."""
+        frame = decode(self.sessions, appearance, np.ascontiguousarray(motion[:, :1]))
+        errors = domain.reconstruction_error(clips, frame)
+        domain.upload_verdicts(self.manifest.doc.domain_stats, errors, appearance)
 
 
 def measure(pipelines: list[Pipeline], op: str, batch: int, seconds: float) -> Point:

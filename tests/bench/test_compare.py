@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from bench.compare import BENCH_VENV, unavailable
+from bench.compare import BENCH_VENV, LIMITS, unavailable
 from service.settings import REPO
 from tests.bench.test_bench import run
 
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 CONCURRENCY = (1, 4)
 ENDPOINTS = ("swap", "encode")
+WITH_DOMAIN = {f"/{e} at 4: vdis / pipeline limit with vdis's domain check" for e in ENDPOINTS}
 
 
 def compare(out, systems: str, *extra: str) -> tuple[dict, str]:
@@ -35,14 +36,14 @@ def compare(out, systems: str, *extra: str) -> tuple[dict, str]:
 def check_rows(data: dict, out, servers: tuple[str, ...]) -> None:
     rows = {tuple(row["key"]): row for row in data["table"]}
     assert set(rows) == ({(s, e, c) for s in servers for e in ENDPOINTS for c in CONCURRENCY}
-                         | {("pipeline", e, None) for e in ENDPOINTS})
+                         | {(limit, e, None) for limit in LIMITS for e in ENDPOINTS})
     for key, row in rows.items():
         assert len(row["rounds"]) == 2 and row["req_per_s"] > 0, key
         assert row["errors"] == 0 and row["cpu_ms"] > 0, key
-        if key[0] != "pipeline":
+        if key[0] not in LIMITS:
             assert 0 < row["p50_ms"] <= row["p99_ms"], key
     table = (out / "peers.md").read_text()
-    for system in ("pipeline", *servers):
+    for system in (*LIMITS, *servers):
         assert f"| {system} | /swap |" in table and f"| {system} | /encode |" in table
     assert (out / "peers.png").stat().st_size > 10_000
 
@@ -62,7 +63,7 @@ def test_compare_vdis_and_the_plain_app_and_say_why_bento_is_not_there(tmp_path)
     assert f"skipping bento: no BentoML venv at {no_venv}" in stdout
     assert "Not measured: bento: no BentoML venv" in (tmp_path / "peers.md").read_text()
     check_rows(data, tmp_path, ("vdis", "plain"))
-    check_ratios(data, tmp_path, {"/swap at 4: vdis / pipeline limit",
+    check_ratios(data, tmp_path, {*WITH_DOMAIN, "/swap at 4: vdis / pipeline limit",
                         "/swap at 4: vdis / best peer (plain)",
                         "/swap at 1: vdis p50 / plain p50",
                         "/encode at 4: vdis / pipeline limit",
@@ -77,7 +78,7 @@ def test_compare_the_bentoml_peer(tmp_path):
         pytest.skip(why)
     data, _ = compare(tmp_path, "vdis,bento")
     check_rows(data, tmp_path, ("vdis", "bento"))
-    check_ratios(data, tmp_path, {"/swap at 4: vdis / pipeline limit",
+    check_ratios(data, tmp_path, {*WITH_DOMAIN, "/swap at 4: vdis / pipeline limit",
                         "/swap at 4: vdis / best peer (bento)",
                         "/encode at 4: vdis / pipeline limit",
                         "/encode at 4: vdis / best peer (bento)"})
