@@ -689,6 +689,32 @@ def per_class_recall(pred: np.ndarray, digits: np.ndarray) -> list[float]:
     return [float(np.minimum(p, t)[:, c].sum() / max(1, t[:, c].sum())) for c in range(10)]
 
 
+def judge_misses(pred: np.ndarray, digits: np.ndarray, source: np.ndarray) -> list[tuple]:
+    """The test digits a judge missed, by MNIST image: [(image index, class, clips in which it
+    was missed)], most missed first. pred, digits, source: (N, D) as MovingMnistSplit has them
+    (a clip whose two 3s came back as one 3 misses its first 3's image)."""
+    missed: dict[tuple[int, int], int] = {}
+    for p, t, src in zip(pred, digits, source, strict=True):
+        left = list(p)
+        for digit, image in zip(t, src, strict=True):
+            if digit in left:
+                left.remove(digit)
+            else:
+                missed[(int(image), int(digit))] = missed.get((int(image), int(digit)), 0) + 1
+    return sorted(((i, d, n) for (i, d), n in missed.items()), key=lambda m: (-m[2], m[1], m[0]))
+
+
+def save_judge_misses(misses: list[tuple], path: Path) -> None:
+    """The missed MNIST images side by side, each titled with its index, class and count."""
+    from model.data import moving_mnist
+    from model.images import save_image_row
+
+    images, _ = moving_mnist.read_mnist()
+    save_image_row([images[i] for i, _, _ in misses],
+                   [f"t10k {i}\na {d}, {n} clip{'s' * (n > 1)}" for i, d, n in misses], path,
+                   "test digits the judge missed (MNIST t10k index, class, clips)")
+
+
 def mmnist_metrics(probs: np.ndarray, digits: np.ndarray, pred: np.ndarray | None = None) -> dict:
     """Acc, IS, H(y|x), H(y) over digits, the papers' figures for SMMNIST's digit identity.
 
@@ -921,6 +947,8 @@ def evaluate_mmnist(model: SequentialVAE, judge: DigitJudge, n: int = MMNIST_TES
         })
         if images is not None and seed == 0:
             images.mkdir(parents=True, exist_ok=True)
+            save_judge_misses(judge_misses(real_pred, digits, test.source),
+                              images / "judge-misses.png")
             pick = np.arange(min(n, 8))
             save_grid(torch.stack([to_tensor(videos[pick]), gen_b[pick]], 1).flatten(0, 1),
                       images / "mmnist-appearance-kept-motion-sampled.png")

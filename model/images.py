@@ -35,6 +35,22 @@ def save_grid(clips, path: Path, scale: int = 1) -> None:
     plt.imsave(str(path), image)
 
 
+def save_image_row(images: list[np.ndarray], titles: list[str], path: Path,
+                   title: str) -> None:
+    """Grey images (H, W) side by side, each with its title, under one title."""
+    fig, axes = plt.subplots(1, max(len(images), 1), figsize=(1.3 * max(len(images), 1), 1.9),
+                             squeeze=False)
+    for ax, image, caption in zip(axes[0], images, titles, strict=False):
+        ax.imshow(image, cmap="gray")
+        ax.set_title(caption, fontsize=7)
+    for ax in axes[0]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 @torch.no_grad()
 def swap_grid(model: SequentialVAE, video: torch.Tensor) -> torch.Tensor:
     """Rows: for each clip A, its appearance with the motion of every clip B.

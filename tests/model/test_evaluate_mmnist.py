@@ -85,8 +85,19 @@ def test_train_and_run_commands_end_to_end(tmp_path, monkeypatch):
     assert 0.0 <= summary["b_h_y"]["mean"] <= np.log(10) + 1e-9
     assert summary["c_centroid_px_to_b"]["mean"] >= 0.0
     assert (out / "mmnist-swaps.png").stat().st_size > 0
+    assert (out / "judge-misses.png").stat().st_size > 0
     table = (out / "table.md").read_text()
     assert "digits of A" in table and "S3VAE (published) | 95.09%" in table
+
+
+def test_judge_misses_name_each_missed_image_and_how_often():
+    digits = np.array([[3, 3], [1, 7], [3, 5], [1, 7]])
+    source = np.array([[10, 11], [20, 21], [10, 30], [20, 21]])
+    pred = np.array([[3, 8], [1, 1], [2, 5], [1, 7]])
+    # clip 0 kept one 3 (its first), so image 11 is the missed 3; image 21 (a 7) read as a 1;
+    # image 10 (a 3) missed in clip 2
+    assert evaluate.judge_misses(pred, digits, source) == [(10, 3, 1), (11, 3, 1), (21, 7, 1)]
+    assert evaluate.judge_misses(digits, digits, source) == []
 
 
 def test_jittered_frames_without_jitter_are_the_clips_rendering():
