@@ -53,10 +53,10 @@ class Settings(BaseSettings):
     INTRA_OP_SPINNING: bool = False
     # How an upload's domain verdict is made (service/engine/domain.py): `full`, the higher of
     # its frame-0 reconstruction error and its appearance code's distance (one more decoder
-    # frame per upload: about 1.5 ms of CPU here, /encode 4.5 -> 8.3 ms per request), or
-    # `code`, the code's distance alone (no model work; on the shipped Sprites model it still
-    # flags every natural clip the tests make, but passes 19% of Moving MNIST clips, which the
-    # reconstruction flags all of: docs/model.md, Domain)
+    # frame per upload: about 3 ms of CPU on the shipped Sprites model here, the pipeline's
+    # /encode 5.4 -> 8.5 ms), or `code`, the code's distance alone (no model work; on the
+    # shipped Sprites model it passes 2 of 27 photograph pans and 25% of Moving MNIST clips,
+    # which the reconstruction flags all of: docs/model.md, Domain)
     DOMAIN_CHECK: Literal["full", "code"] = "full"
     # threads that decode uploads and encode answers; 0: one per usable core. asyncio's default
     # pool (cores + 4 threads) ran 6 decodes at once on 2 cores, each 1.5-2x slower, beside the
