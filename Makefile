@@ -154,10 +154,11 @@ bench: setup
 	$(PY) -m bench.report --out $(BENCH_OUT)
 
 # vdis against its peers (bench/compare.py, docs/benchmarks.md): a plain FastAPI + onnxruntime
-# app, a BentoML service with adaptive batching and the in-process pipeline limit, interleaved,
-# under Apache Bench (apache2-utils, installed here if missing and root). BentoML goes into a venv
-# of its own, .venv-bench (pyproject's bench-peers extra), never into the serving one. About 5
-# minutes on 2 cores; the figures mean something only on an otherwise idle machine.
+# app, a BentoML service with adaptive batching and the in-process pipeline limits (without and
+# with the domain check), interleaved, under Apache Bench (apache2-utils, installed here if
+# missing and root). BentoML goes into a venv of its own, .venv-bench (pyproject's bench-peers
+# extra), never into the serving one. About 8 minutes on 2 cores; the figures mean something
+# only on an otherwise idle machine.
 bench-peers: setup
 	command -v ab >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
 		apt-get install -y -qq apache2-utils </dev/null; } || \

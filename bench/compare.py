@@ -21,7 +21,7 @@ requests.
 Ratios, at the highest concurrency measured (32 by default) and at 1: vdis / pipeline limit
 and vdis / best peer for /swap; vdis / limit for /encode; vdis p50 / plain p50 at 1.
 
-    .venv/bin/python -m bench.compare --out docs/benchmarks        # ~5 minutes on 2 cores
+    .venv/bin/python -m bench.compare --out docs/benchmarks        # ~8 minutes on 2 cores
     .venv/bin/python -m bench.compare --requests 20 --concurrency 1,4 --systems vdis,plain
 
 Figures mean something only on an otherwise idle machine (the machine line says its load).
