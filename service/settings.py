@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     INTRA_OP_SPINNING: bool = False
     # How an upload's domain verdict is made (service/engine/domain.py): `full`, the higher of
     # its frame-0 reconstruction error and its appearance code's distance (one more decoder
-    # frame per upload: about 3 ms of CPU on the shipped Sprites model here, the pipeline's
-    # /encode 5.4 -> 8.5 ms), or `code`, the code's distance alone (no model work; on the
+    # frame per upload: 2-4 ms of CPU on the shipped Sprites model here, the pipeline's
+    # /encode 6.6 -> 8.7 ms), or `code`, the code's distance alone (no model work; on the
     # shipped Sprites model it passes 2 of 27 photograph pans and 25% of Moving MNIST clips,
     # which the reconstruction flags all of: docs/model.md, Domain)
     DOMAIN_CHECK: Literal["full", "code"] = "full"

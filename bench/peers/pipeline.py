@@ -93,7 +93,10 @@ class Pipeline:
 
     def judge(self, clips: np.ndarray, appearance: np.ndarray, motion: np.ndarray) -> None:
         """The domain verdicts of uploads (B, T, S, S, 3) from their codes, as vdis computes
-        them by default: frame 0 decoded back, its error, and the code's distance."""
+        them by default: frame 0 decoded back, its error, and the code's distance (nothing for
+        a model without domain statistics, as in service.engine.ops)."""
+        if self.manifest.doc.domain_stats is None:
+            return
         frame = decode(self.sessions, appearance, np.ascontiguousarray(motion[:, :1]))
         errors = domain.reconstruction_error(clips, frame)
         domain.upload_verdicts(self.manifest.doc.domain_stats, errors, appearance)

@@ -182,9 +182,10 @@ def test_the_default_model_is_shipped():
     assert (REPO / "models" / "sprites" / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize("channels,entries,size", [(4, 6, 8), (32, 48, 32), (3, 1, 5)])
+@pytest.mark.parametrize("channels,entries,size,bias",
+                         [(4, 6, 8, True), (32, 48, 32, True), (3, 1, 5, True), (5, 7, 6, False)])
 def test_the_exported_last_layer_picks_the_entries_the_transposed_convolution_does(
-        channels, entries, size):
+        channels, entries, size, bias):
     """EntryArgmax (the exact-colour decoder's last layer and argmax, channels-last) gives the
     indices of ConvTranspose2d(k=4, s=2, p=1) followed by an argmax over its channels."""
     import torch
@@ -192,7 +193,7 @@ def test_the_exported_last_layer_picks_the_entries_the_transposed_convolution_do
     from export.onnx_export import EntryArgmax
 
     torch.manual_seed(channels)
-    conv = torch.nn.ConvTranspose2d(channels, entries, 4, 2, 1)
+    conv = torch.nn.ConvTranspose2d(channels, entries, 4, 2, 1, bias=bias)
     h = torch.randn(3, channels, size, size)
     with torch.no_grad():
         logits = conv(h)  # (3, K, 2S, 2S)
@@ -209,5 +210,8 @@ def test_the_last_layer_rewrite_refuses_another_shape_of_layer():
 
     from export.onnx_export import EntryArgmax
 
-    with pytest.raises(ValueError, match="k=4, s=2, p=1"):
-        EntryArgmax(torch.nn.ConvTranspose2d(4, 4, 3, 1, 1))
+    for conv in (torch.nn.ConvTranspose2d(4, 4, 3, 1, 1),
+                 torch.nn.ConvTranspose2d(4, 4, 4, 2, 1, output_padding=1),
+                 torch.nn.ConvTranspose2d(4, 4, 4, 2, 1, groups=2)):
+        with pytest.raises(ValueError, match="k=4, s=2, p=1"):
+            EntryArgmax(conv)

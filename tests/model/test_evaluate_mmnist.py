@@ -91,12 +91,12 @@ def test_train_and_run_commands_end_to_end(tmp_path, monkeypatch):
 
 
 def test_judge_misses_name_each_missed_image_and_how_often():
-    digits = np.array([[3, 3], [1, 7], [3, 5], [1, 7]])
-    source = np.array([[10, 11], [20, 21], [10, 30], [20, 21]])
-    pred = np.array([[3, 8], [1, 1], [2, 5], [1, 7]])
-    # clip 0 kept one 3 (its first), so image 11 is the missed 3; image 21 (a 7) read as a 1;
-    # image 10 (a 3) missed in clip 2
-    assert evaluate.judge_misses(pred, digits, source) == [(10, 3, 1), (11, 3, 1), (21, 7, 1)]
+    digits = np.array([[3, 3], [1, 7], [3, 5], [1, 7], [7, 9]])
+    source = np.array([[10, 11], [20, 21], [10, 30], [20, 21], [21, 40]])
+    pred = np.array([[3, 8], [1, 1], [2, 5], [1, 7], [1, 9]])
+    # clip 0 kept one 3 (its first), so image 11 is the missed 3; image 21 (a 7) read as a 1 in
+    # clips 1 and 4, so it comes first; image 10 (a 3) missed in clip 2
+    assert evaluate.judge_misses(pred, digits, source) == [(21, 7, 2), (10, 3, 1), (11, 3, 1)]
     assert evaluate.judge_misses(digits, digits, source) == []
 
 
