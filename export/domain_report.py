@@ -25,7 +25,7 @@ import numpy as np
 
 from export.domain import as_uploaded, test_clips
 from export.footage import moving_squares, photo_pans
-from service.engine.domain import upload_verdicts
+from service.engine.domain import code_verdicts, upload_verdicts
 from service.engine.manifest import load_manifest
 from service.engine.ops import Operations
 from service.engine.runner import OnnxRunner
@@ -50,7 +50,7 @@ def scorer(folder: Path):
             stats, appearance = manifest.doc.domain_stats, codes.appearance_mean
             full += [v.score for v in upload_verdicts(stats, codes.reconstruction_error,
                                                       appearance)]
-            code += [v.score for v in upload_verdicts(stats, None, appearance)]
+            code += [v.score for v in code_verdicts(stats, appearance)]
         return np.asarray(full), np.asarray(code)
 
     return scores

@@ -32,10 +32,15 @@ DOMAINS = {
 }
 
 
+def to_levels(x: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] -> uint8 levels, rounded half to even as numpy's rint, so the graph
+    gives what the service gave when it scaled outside the graph."""
+    return (x.float() * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_pixels(video: torch.Tensor) -> torch.Tensor:
-    """video (B, T, C, S, S) in [0, 1] -> (B, T, S, S, C) uint8, rounded half to even as numpy's
-    rint, so the graph gives what the service gave when it scaled outside the graph."""
-    return (video.float() * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+    """video (B, T, C, S, S) in [0, 1] -> (B, T, S, S, C) uint8 (to_levels)."""
+    return to_levels(video).permute(0, 1, 3, 4, 2)
 
 
 class EncoderGraph(nn.Module):
@@ -122,8 +127,7 @@ class ExactColourDecoderGraph(nn.Module):
         super().__init__()
         self.decoder = model.decoder
         self.entries = EntryArgmax(self.decoder.out)
-        table = (self.decoder.colour_table.float() * 255.0).round().clamp(0, 255)
-        self.register_buffer("table", table.to(torch.uint8))  # (C, 3), as to_pixels rounds
+        self.register_buffer("table", to_levels(self.decoder.colour_table))  # (C, 3)
 
     def forward(self, appearance: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         h, per_frame = self.decoder.trunk(appearance, motion)  # (B*T, w, 32, 32)
@@ -211,7 +215,7 @@ def graph_modules(model: SequentialVAE, half: bool = False) -> dict[str, nn.Modu
              else ConditionalPriorGraph(model.prior))
     dtype = torch.float16 if half else torch.float32
     decoder = (ExactColourDecoderGraph(model) if model.decoder.colour_table is not None
-               and not half else DecoderGraph(model, dtype))
+               else DecoderGraph(model, dtype))
     return {"encoder": EncoderGraph(model, dtype), "decoder": decoder,
             "prior": Float16Graph(prior) if half else prior}
 

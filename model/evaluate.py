@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.data import sprites
-from model.images import save_grid
+from model.images import save_grid, save_image_row
 from model.train import to_tensor
 from model.vae import SequentialVAE
 
@@ -693,21 +694,20 @@ def judge_misses(pred: np.ndarray, digits: np.ndarray, source: np.ndarray) -> li
     """The test digits a judge missed, by MNIST image: [(image index, class, clips in which it
     was missed)], most missed first. pred, digits, source: (N, D) as MovingMnistSplit has them
     (a clip whose two 3s came back as one 3 misses its second 3's image)."""
-    missed: dict[tuple[int, int], int] = {}
+    missed: Counter[tuple[int, int]] = Counter()
     for p, t, src in zip(pred, digits, source, strict=True):
         left = list(p)
         for digit, image in zip(t, src, strict=True):
             if digit in left:
                 left.remove(digit)
             else:
-                missed[(int(image), int(digit))] = missed.get((int(image), int(digit)), 0) + 1
+                missed[(int(image), int(digit))] += 1
     return sorted(((i, d, n) for (i, d), n in missed.items()), key=lambda m: (-m[2], m[1], m[0]))
 
 
 def save_judge_misses(misses: list[tuple], path: Path) -> None:
     """The missed MNIST images side by side, each titled with its index, class and count."""
     from model.data import moving_mnist
-    from model.images import save_image_row
 
     images, _ = moving_mnist.read_mnist()
     save_image_row([images[i] for i, _, _ in misses],
